@@ -1,0 +1,8 @@
+"""unrolled: recurrent neural networks you can train, sample from and understand."""
+from unrolled.cells import GRUCell, LSTMCell, RNNCell
+from unrolled.errors import UserError
+from unrolled.recurrent import GRU, LSTM, RNN, detach_state
+
+__version__ = "0.1.0"
+
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "detach_state", "UserError", "__version__"]

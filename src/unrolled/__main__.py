@@ -1,0 +1,4 @@
+"""`python -m unrolled` is the same as the `unrolled` command."""
+from unrolled.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,14 @@
+import pathlib
+
+import pytest
+import torch
+
+# Tiny distinct sizes, so a transposed shape fails loudly: B, T, D, H, V.
+B, T, D, H, V = 2, 3, 4, 5, 7
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
