@@ -10,8 +10,9 @@ The same parameters run on two paths:
 * the **fast** path (`layer.fast(...)`): PyTorch's fused sequence kernels (oneDNN on CPU, cuDNN
   on GPU), the very functions `torch.nn.RNN/LSTM/GRU` call, over our parameters.
 
-`forward` picks one by `layer.path`: "fast" (the default, for training), "readable", or "auto"
-(fast when the layer has a fused kernel, which every layer without a deep transition has).
+`forward` picks one by `layer.path`: "auto" (the default: the fastest path this layer has, which
+is the fused one for every layer without a deep transition), "fast" or "readable". Training uses
+the default; recording activations uses `readable(..., record=True)`.
 tests/test_recurrent.py proves both paths equal `torch.nn` and each other.
 
 Parameter names and order are torch.nn's: for every layer k and direction,
@@ -57,7 +58,7 @@ class Recurrent(nn.Module):
     kind = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 dropout: float = 0.0, bidirectional: bool = False, path: str = "fast",
+                 dropout: float = 0.0, bidirectional: bool = False, path: str = "auto",
                  device=None, dtype=None):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
@@ -281,7 +282,7 @@ class RNN(Recurrent):
     kind = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, dropout=0.0,
-                 nonlinearity="tanh", bidirectional=False, path="fast",
+                 nonlinearity="tanh", bidirectional=False, path="auto",
                  input_depth=0, transition_depth=1, output_depth=0, shortcut=True,
                  device=None, dtype=None):
         if nonlinearity not in NONLINEARITIES:
