@@ -206,3 +206,21 @@ def test_detach_state_cuts_the_graph():
     cut = unrolled.detach_state(state)
     assert all(s.grad_fn is None for s in cut) and all(s.grad_fn is not None for s in state)
     assert all(torch.equal(a, b) for a, b in zip(cut, state))
+
+
+def test_stacked_form_is_one_matrix_on_the_concatenation():
+    """docs/cells.md: h_t^l = tanh(W_l [h_t^{l-1}; h_{t-1}^l] + b_l) with W_l = [W_ih^l | W_hh^l]."""
+    layer = unrolled.RNN(D, H, 2).double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    out, final = layer(x)
+    below = x
+    for k in range(2):
+        W = torch.cat([getattr(layer, f"weight_ih_l{k}"), getattr(layer, f"weight_hh_l{k}")], dim=1)  # (H, D_k + H)
+        b = getattr(layer, f"bias_ih_l{k}") + getattr(layer, f"bias_hh_l{k}")
+        h, hs = torch.zeros(B, H, dtype=torch.float64), []
+        for t in range(T):
+            h = torch.tanh(torch.cat([below[:, t], h], dim=1) @ W.T + b)  # (B, H)
+            hs.append(h)
+        below = torch.stack(hs, 1)
+        torch.testing.assert_close(final[k], h)
+    torch.testing.assert_close(out, below)
