@@ -2,7 +2,9 @@
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.errors import UserError
 from unrolled.recurrent import GRU, LSTM, RNN, detach_state
+from unrolled.topologies import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, OneToOne
 
 __version__ = "0.1.0"
 
-__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "detach_state", "UserError", "__version__"]
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "detach_state", "UserError", "__version__",
+           "OneToOne", "OneToMany", "ManyToOne", "ManyToMany", "EncoderDecoder"]
