@@ -75,3 +75,16 @@ def test_truncated_or_foreign_token_files_are_refused(tmp_path):
         prep.load_prepared(out)
     with pytest.raises(UserError, match="not a prepared corpus"):
         prep.load_prepared(tmp_path)
+
+
+def test_cli_prepare(tmp_path, capsys):
+    from unrolled import cli
+
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT, encoding="utf-8")
+    assert cli.main(["prepare", str(f), "--out", str(tmp_path / "out")]) == 0
+    assert "prepared" in capsys.readouterr().out
+    assert cli.main(["prepare", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unrolled: error: ") and "does not exist" in err and err.count("\n") == 1
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o2.partial").exists()

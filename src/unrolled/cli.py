@@ -20,7 +20,23 @@ def add_hello(sub) -> None:
     p.set_defaults(func=lambda args: __import__("unrolled.hello", fromlist=["main"]).main())
 
 
-COMMANDS = [add_hello]
+def add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="build a vocabulary and a memory-mapped token file from a corpus, "
+                                       "for corpora larger than memory")
+    p.add_argument("corpus", nargs="*", help="text files, directories or globs (default: the Python standard library)")
+    p.add_argument("--out", required=True, help="folder to write tokens.bin and corpus.json into")
+    p.add_argument("--byte-level", action="store_true", help="model bytes instead of UTF-8 characters")
+
+    def run(args):
+        from unrolled.prepare import prepare
+
+        p = prepare(args.corpus, args.out, byte_level=args.byte_level)
+        print(f"prepared {p.meta['tokens']:,} symbols, vocabulary {len(p.vocab)}, {p.meta['dtype']} -> {p.path}")
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [add_hello, add_prepare]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"unrolled: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the disk is full, a folder is not writable...: say which file and why
+        where = f" {e.filename}" if e.filename else ""
+        print(f"unrolled: error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("unrolled: interrupted", file=sys.stderr)
