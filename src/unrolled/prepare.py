@@ -119,12 +119,10 @@ def prepare(paths: Sequence[str | os.PathLike] | None, out: str | os.PathLike, b
         dtype = token_dtype(len(vocab))
         lut = np.zeros(0x110000, dtype=dtype)
         lut[symbols] = np.arange(len(symbols), dtype=dtype)
-        src = np.memmap(scratch, dtype=np.uint32, mode="r")
-        step = chunk_bytes
-        with open(tmp / "tokens.bin", "wb") as f:
-            for i in range(0, count, step):
-                lut[src[i:i + step]].tofile(f)
-        del src
+        # (plain reads, not a memory map: mapped pages would count against resident memory)
+        with open(scratch, "rb") as src, open(tmp / "tokens.bin", "wb") as f:
+            while (c := np.fromfile(src, dtype=np.uint32, count=chunk_bytes)).size:
+                lut[c].tofile(f)
         scratch.unlink()
         meta = {"format": FORMAT, "version": VERSION, "vocab": vocab.to_json(), "dtype": dtype.name,
                 "tokens": count, "sources": sources}
