@@ -3,8 +3,14 @@ from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.errors import UserError
 from unrolled.recurrent import GRU, LSTM, RNN, detach_state
 from unrolled.topologies import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, OneToOne
+from unrolled.lm import CharLM
+from unrolled.checkpoint import load
+from unrolled.evaluate import evaluate
+from unrolled.sample import sample
+from unrolled.train import train
 
 __version__ = "0.1.0"
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "detach_state", "UserError", "__version__",
-           "OneToOne", "OneToMany", "ManyToOne", "ManyToMany", "EncoderDecoder"]
+           "OneToOne", "OneToMany", "ManyToOne", "ManyToMany", "EncoderDecoder",
+           "CharLM", "load", "train", "sample", "evaluate"]

@@ -1,0 +1,261 @@
+"""Checkpoints: save, load and inspect, with no pickle anywhere.
+
+A checkpoint is a directory (a run keeps two: RUN/best/ by validation, RUN/last/):
+
+    model.safetensors      the model's weights (state_dict)
+    optimizer.safetensors  the optimizer's per-parameter tensors (Adam's moments, steps, ...)
+    state.safetensors      the carried hidden state of the training streams, and the RNG states
+    state.json             format and version, config, vocabulary, step, data position, metrics,
+                           schedule and early-stopping state, optimizer hyper-parameters, sizes
+                           of the three tensor files (so a truncated file is named, not guessed)
+
+It is written into a temporary directory beside the target and renamed into place, so a reader
+never sees half a checkpoint. Loading reads safetensors and JSON only (never `torch.load`, never
+pickle), always onto the CPU first, so a checkpoint made on a GPU loads on a machine without one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from unrolled.errors import UserError
+
+FORMAT = "unrolled-checkpoint"
+VERSION = 1
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "state.safetensors")
+
+
+@dataclass
+class Checkpoint:
+    """Everything in one checkpoint directory, on the CPU."""
+    path: Path
+    state: dict  # state.json
+    model: dict[str, torch.Tensor]  # model.safetensors
+    optimizer: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer.safetensors
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # state.safetensors (carry.*, rng.*)
+
+
+# --- optimizer state <-> flat tensors + JSON -----------------------------------------------------
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state_dict -> ({"state.<param>.<key>": tensor}, JSON-able rest)."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in sd["state"].items():
+        for key, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """The inverse of `optimizer_to_flat`: a state_dict for `optimizer.load_state_dict`."""
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for name, value in meta.get("scalars", {}).items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def state_to_tensors(state, prefix: str = "carry") -> dict[str, torch.Tensor]:
+    """A carried recurrent state (a tensor or LSTM (h, c)) -> named CPU tensors."""
+    if state is None:
+        return {}
+    parts = state if isinstance(state, tuple) else (state,)
+    names = ("h", "c")[:len(parts)]
+    return {f"{prefix}.{n}": s.detach().to("cpu").contiguous().clone() for n, s in zip(names, parts)}
+
+
+def state_from_tensors(tensors: dict[str, torch.Tensor], prefix: str = "carry"):
+    h, c = tensors.get(f"{prefix}.h"), tensors.get(f"{prefix}.c")
+    if h is None:
+        return None
+    return (h, c) if c is not None else h
+
+
+def rng_to_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# --- writing -----------------------------------------------------------------------------------
+def save(path: str | os.PathLike, state: dict, model: dict[str, torch.Tensor],
+         optimizer: dict[str, torch.Tensor] | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint directory atomically: into a temporary directory, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        contents = {
+            "model.safetensors": {k: v.detach().to("cpu").contiguous() for k, v in model.items()},
+            "optimizer.safetensors": optimizer or {},
+            "state.safetensors": tensors or {},
+        }
+        for name, tensor_dict in contents.items():
+            save_file(tensor_dict, str(tmp / name))
+        record = {"format": FORMAT, "version": VERSION, "torch": torch.__version__, **state,
+                  "files": {name: (tmp / name).stat().st_size for name in TENSOR_FILES}}
+        with open(tmp / "state.json", "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _set_default_permissions(tmp)
+        # A directory cannot replace a non-empty one in one rename: move the old one aside first,
+        # then the new one in, then delete the old one. A reader sees one whole checkpoint or the other.
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _set_default_permissions(directory: Path) -> None:
+    """mkdtemp makes private directories; a checkpoint gets the modes any new file would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for f in directory.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
+# --- reading -----------------------------------------------------------------------------------
+def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
+    """A checkpoint directory, a run directory (its best/ or last/), or a file inside a checkpoint
+    -> the checkpoint directory. `prefer` says which of a run's two to take when both exist."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"checkpoint {path} does not exist; give a run directory or a checkpoint directory")
+    if p.is_file():
+        if p.name in TENSOR_FILES + ("state.json",):
+            p = p.parent
+        else:
+            raise UserError(f"{path} is not a checkpoint; give the directory that holds state.json and model.safetensors")
+    if (p / "state.json").exists():
+        return p
+    order = ("best", "last") if prefer == "best" else ("last", "best")
+    for name in order:
+        if (p / name / "state.json").exists():
+            return p / name
+    raise UserError(f"{path} is not a checkpoint (no state.json, best/ or last/ in it); "
+                    "give a run directory or a checkpoint directory")
+
+
+def read_state(path: Path) -> dict:
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"checkpoint {path} is damaged: its state.json cannot be read as JSON "
+                        "(truncated?); use the run's other checkpoint or train again") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not an unrolled checkpoint (state.json has no format {FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise UserError(f"checkpoint {path} has format version {state.get('version')}, this unrolled reads "
+                        f"version {VERSION}; use the unrolled version that wrote it")
+    return state
+
+
+def _load_tensors(path: Path, name: str, state: dict) -> dict[str, torch.Tensor]:
+    f = path / name
+    want = state.get("files", {}).get(name)
+    try:
+        size = f.stat().st_size
+    except OSError:
+        raise UserError(f"checkpoint {path} is incomplete: {name} is missing; use the run's other "
+                        "checkpoint or train again") from None
+    if want is not None and size != want:
+        raise UserError(f"checkpoint {path} is damaged: {name} has {size} bytes, {want} were written "
+                        "(truncated?); use the run's other checkpoint or train again")
+    try:
+        return load_file(str(f), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is damaged: {name} cannot be read ({e})") from None
+
+
+def read(path: str | os.PathLike, prefer: str = "best", full: bool = True) -> Checkpoint:
+    """Read a checkpoint onto the CPU; `full=False` skips the optimizer and training state."""
+    p = resolve(path, prefer)
+    state = read_state(p)
+    model = _load_tensors(p, "model.safetensors", state)
+    if not full:
+        return Checkpoint(p, state, model)
+    return Checkpoint(p, state, model, _load_tensors(p, "optimizer.safetensors", state),
+                      _load_tensors(p, "state.safetensors", state))
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: str = "best"):
+    """A checkpoint or run directory -> the CharLM it holds (in eval mode), on `device`.
+
+    For a run directory the best checkpoint (by validation) is taken, or the last if there is none.
+    """
+    from unrolled.config import Config
+    from unrolled.lm import CharLM
+    from unrolled.text import Vocabulary
+
+    ckpt = read(path, prefer=prefer, full=False)
+    try:
+        config = Config.from_dict(ckpt.state["config"])
+        vocab = Vocabulary.from_json(ckpt.state["vocab"])
+        model = CharLM(vocab, config.model)
+        model.load_state_dict(ckpt.model)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"checkpoint {ckpt.path} does not describe a model this unrolled can build ({e})") from None
+    model.checkpoint_path = ckpt.path
+    model.train_config = config.train
+    return model.to(device).eval()
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """What `unrolled inspect` prints: everything in the checkpoint except the tensors' values."""
+    ckpt = read(path, prefer="best", full=True)
+    s = dict(ckpt.state)
+    vocab = s.get("vocab", {})
+    symbols = vocab.get("symbols", "")
+    shapes = lambda d: {k: list(v.shape) for k, v in d.items()}  # noqa: E731
+    return {
+        "path": str(ckpt.path),
+        "format": f"{s.get('format')} v{s.get('version')}",
+        "written_by_torch": s.get("torch"),
+        "step": s.get("step"), "epoch": s.get("epoch"), "window": s.get("window"),
+        "elapsed_minutes": s.get("elapsed_s", 0) / 60,
+        "metrics": s.get("metrics", {}),
+        "best_val_bpc": s.get("best_val_bpc"),
+        "data": s.get("data", {}),
+        "vocab": {"kind": vocab.get("kind"), "size": len(symbols),
+                  "symbols": symbols if isinstance(symbols, str) else symbols},
+        "config": s.get("config", {}),
+        "parameters": int(sum(v.numel() for v in ckpt.model.values())),
+        "model_tensors": shapes(ckpt.model),
+        "optimizer": {"param_groups": s.get("optimizer", {}).get("param_groups"),
+                      "tensors": len(ckpt.optimizer)},
+        "carried_state": shapes({k: v for k, v in ckpt.tensors.items() if k.startswith("carry.")}),
+        "rng": sorted(k for k in ckpt.tensors if k.startswith("rng.")),
+        "schedule": s.get("schedule", {}),
+    }

@@ -1,0 +1,69 @@
+"""Bits per character of a text under a model, with the hidden state carried through it.
+
+    nats/char = -(1/N) sum_t ln p(c_{t+1} | c_1..c_t)
+    bits/char = nats/char / ln 2          perplexity = exp(nats/char) = 2^(bits/char)
+
+The text is read as B parallel contiguous streams (as in training), each from a zero state, in
+windows of `seq_len` with the state carried across every window edge, so each prediction sees
+everything before it in its stream. With batch_size=1 every character after the first is
+predicted; with B streams the last (N - 1) mod B are not, and `chars` says how many were.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from unrolled.errors import UserError
+from unrolled.text import TokenStreams, to_tokens
+
+
+@torch.no_grad()
+def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
+                    max_chars: int | None = None) -> tuple[float, int]:
+    """-> (sum of -ln p over the predicted symbols, how many). `tokens` is any array-like."""
+    n = len(tokens)
+    if n < 2:
+        return 0.0, 0
+    B = max(1, min(batch_size, n - 1))
+    streams = TokenStreams(tokens, B, seq_len)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    state, total, count = None, 0.0, 0
+    limit = None if max_chars is None else max(1, max_chars // B)
+    try:
+        for w in streams.tail_windows(seq_len):
+            x, y = w.x.to(device), w.y.to(device)  # (B, t)
+            if limit is not None and count // B >= limit:
+                break
+            logits, state = model(x, state)  # (B, t, V)
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                     reduction="sum").item()
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    return total, count
+
+
+def summarize(nats: float, count: int) -> dict:
+    per = nats / count if count else float("nan")
+    return {"bits_per_char": per / math.log(2), "nats_per_char": per,
+            "perplexity": math.exp(per) if count else float("nan"), "chars": count}
+
+
+def evaluate(model, text: str | bytes, batch_size: int = 16, seq_len: int = 256,
+             unknown: str = "error", replacement: str | None = None, what: str = "the text") -> dict:
+    """Bits per character and perplexity of `text` under `model` (a CharLM).
+
+    Returns {"bits_per_char", "nats_per_char", "perplexity", "chars"}. Symbols outside the
+    model's vocabulary are an error unless `unknown` is "skip" or "replace".
+    """
+    if batch_size <= 0 or seq_len <= 0:
+        raise UserError("--batch-size and --seq-len must be positive integers")
+    ids = model.vocab.encode(text, unknown=unknown, replacement=replacement, what=what)
+    if len(ids) < 2:
+        raise UserError(f"{what} has fewer than two characters; there is nothing to predict")
+    nats, count = evaluate_tokens(model, to_tokens(ids, len(model.vocab)), batch_size, seq_len)
+    return summarize(nats, count)

@@ -1,0 +1,124 @@
+"""Generation: each sampled character is fed back as the next input.
+
+    p_t = softmax(logits_t / temperature)        (temperature -> 0 is argmax, 1 the model, > 1 flatter)
+    top-k:  keep the k most likely characters, renormalise
+    top-p:  keep the smallest set whose probability reaches p (nucleus sampling), renormalise
+    c_{t+1} ~ p_t  (or argmax p_t),   then   h_{t+1} = recurrent(embed(c_{t+1}), h_t)
+
+The prime text is read first (its characters must be in the model's vocabulary); with no prime
+the model starts from a zero state reading a newline (or its first symbol), which is not printed.
+`length` counts new characters only, never the prime. The same seed gives the same text on the
+same device. Many samples run in parallel as one batch.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from unrolled.errors import UserError
+
+
+def check_options(length: int, temperature: float, top_k: int | None, top_p: float | None,
+                  num_samples: int, seed: int | None) -> None:
+    if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
+        raise UserError(f"--length must be a positive integer, got {length!r}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise UserError(f"--temperature must be a finite number, 0 or more (0 is --argmax), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise UserError(f"--top-k must be a positive integer, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise UserError(f"--top-p must be a number in (0, 1], got {top_p!r}")
+    if not isinstance(num_samples, int) or num_samples <= 0:
+        raise UserError(f"--num-samples must be a positive integer, got {num_samples!r}")
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise UserError(f"--seed must be a whole number, 0 or more, got {seed!r}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """logits (B, V) -> the same with every character outside top-k / top-p set to -inf."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.softmax(dim=-1)  # (B, V)
+        before = probs.cumsum(dim=-1) - probs  # (B, V): mass of the more likely characters
+        drop_sorted = before >= top_p  # the most likely one is never dropped (before = 0)
+        drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def choose(logits: torch.Tensor, temperature: float, argmax: bool, top_k, top_p,
+           generator: torch.Generator) -> torch.Tensor:
+    """logits (B, V) -> next symbols (B,)."""
+    if argmax or temperature == 0:
+        return logits.argmax(dim=-1)  # (B,)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)  # (B, V)
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+
+
+@torch.no_grad()
+def generate(model, length: int = 500, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, argmax: bool = False, prime: str | bytes = "",
+             seed: int | None = None, num_samples: int = 1) -> Iterator[torch.Tensor]:
+    """Yield the next symbols (num_samples,) one step at a time, `length` times."""
+    check_options(length, temperature, top_k, top_p, num_samples, seed)
+    vocab = model.vocab
+    device = next(model.parameters()).device
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**63)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    ids = vocab.encode(prime, unknown="error", what="--prime") if len(prime) else []
+    if not ids:
+        ids = [vocab.index.get(10 if vocab.byte_level else "\n", 0)]
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.tensor(ids, device=device).unsqueeze(0).expand(num_samples, -1)  # (N, P)
+        logits, state = model(x)  # (N, P, V)
+        last = logits[:, -1]  # (N, V)
+        for _ in range(length):
+            nxt = choose(last, temperature, argmax, top_k, top_p, generator)  # (N,)
+            yield nxt
+            logits, state = model(nxt.unsqueeze(1), state)  # (N, 1, V)
+            last = logits[:, -1]  # (N, V)
+    finally:
+        model.train(was_training)
+
+
+def sample(model, length: int = 500, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, argmax: bool = False, prime: str | bytes = "",
+           seed: int | None = None, num_samples: int = 1, include_prime: bool = True,
+           stream: Callable[[str], None] | None = None):
+    """Sample text from a CharLM: `prime` followed by `length` new characters.
+
+    Returns a str (a list of num_samples str when num_samples > 1). `stream(text)` is called with
+    each new piece of the first sample as soon as it exists (the prime first, when included).
+    """
+    check_options(length, temperature, top_k, top_p, num_samples, seed)
+    prime_text = prime.decode("utf-8", errors="replace") if isinstance(prime, bytes) else prime
+    decoder = model.vocab.decoder()
+    if stream is not None and include_prime and prime_text:
+        stream(prime_text)
+    rows: list[list[int]] = [[] for _ in range(num_samples)]
+    for nxt in generate(model, length, temperature, top_k, top_p, argmax, prime, seed, num_samples):
+        values = nxt.tolist()
+        for row, v in zip(rows, values):
+            row.append(v)
+        if stream is not None:
+            piece = decoder([values[0]])
+            if piece:
+                stream(piece)
+    if stream is not None:
+        tail = decoder([], final=True)
+        if tail:
+            stream(tail)
+    head = prime_text if include_prime else ""
+    texts = [head + model.vocab.decode(r) for r in rows]
+    return texts[0] if num_samples == 1 else texts
