@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from unrolled.cells import NONLINEARITIES, NUM_GATES, gru_step, init_uniform_, lstm_step, rnn_step
 from unrolled.deep import MLP, DeepTransition, check_depths
 
-PATHS = ("fast", "readable", "auto")
+PATHS = ("fast", "readable", "auto", "kernel")
 
 
 def detach_state(state):
@@ -158,9 +158,19 @@ class Recurrent(nn.Module):
         after its last real step and the output at padded steps is zero, so padding never
         changes a result.
         """
-        if self.path == "readable" or (self.path == "auto" and not self.has_fast_path):
+        path = self.path if self.path != "auto" else self._auto_path(x, lengths)
+        if path == "readable":
             return self.readable(x, state, lengths)
+        if path == "kernel":
+            return self.kernel(x, state, lengths)
         return self.fast(x, state, lengths)
+
+    def _auto_path(self, x: Tensor, lengths) -> str:
+        """"auto": readable without a fused kernel, ours where the benchmark shows it wins, else fused."""
+        if not self.has_fast_path:
+            return "readable"
+        from unrolled.kernels import prefers_kernel  # here, not at import: kernels is optional work
+        return "kernel" if lengths is None and prefers_kernel(self, x) else "fast"
 
     has_fast_path = True
 
@@ -233,6 +243,20 @@ class Recurrent(nn.Module):
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
             final = self._permute_state(final, packed.unsorted_indices)
         return self._output_transform(out), final
+
+    def kernel(self, x: Tensor, state=None, lengths=None):
+        """Our own sequence kernels (`unrolled.kernels`): one matrix product for the input
+        projection of all steps, one per weight gradient, a hand-written backward. With `lengths`
+        it runs the fused path (packing), which handles padding."""
+        if not self.has_fast_path:
+            raise ValueError(f"{type(self).__name__} with a deep transition has no sequence kernel; "
+                             "use path='readable' or path='auto'")
+        if lengths is not None:
+            return self.fast(x, state, lengths)
+        from unrolled.kernels import run_layers
+        state, _ = self._check(x, state, None)
+        out, finals = run_layers(self, self._input_transform(x), state)  # (B, T, H*dirs)
+        return self._output_transform(out), self._stack_states(finals)
 
     # --- what each cell fills in --------------------------------------------------------------
     def _step(self, x_t, s, w, k, suffix):

@@ -1,0 +1,292 @@
+"""Our own sequence kernels: one layer, one direction, a whole sequence per call.
+
+Shapes are time-major inside the kernels: x (T, B, D), outputs (T, B, H), states (B, H);
+G is the gate count (RNN 1, LSTM 4, GRU 3). `run_layers` is what `path="kernel"` calls.
+
+What makes them fast (the torch-rnn recipe, in PyTorch ops):
+
+1. the input projection of every step is ONE matrix product, before the loop:
+       A = X W_ih^T + b          X (T*B, D) -> A (T*B, G*H)
+2. the per-step work is only what cannot wait: the recurrent product h_{t-1} W_hh^T added onto
+   A_t (one `addmm`) and a handful of element-wise ops written into preallocated buffers;
+3. everything the backward pass multiplies by, step by step, is computed for the whole sequence
+   at once after the forward loop, so each backward step is one `addmm` and two or three
+   element-wise ops;
+4. the weight gradients of all steps are ONE matrix product each, after the backward loop:
+       dW_hh = dG^T H_prev,  dW_ih = dG^T X,  db = sum of dG,  dX = dG W_ih
+   with dG (T*B, G*H) the gradients of every step's gate pre-activations.
+
+Each kernel is a `torch.autograd.Function` with a hand-written backward; tests/test_kernels.py
+checks each against the readable path (float64, forward and every gradient) and with gradcheck.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
+    """A = X W_ih^T + b for every step at once: x (T, B, D) -> (T, B, G*H)."""
+    T, B, D = x.shape
+    x2 = x.reshape(T * B, D)  # (T*B, D)
+    a = torch.addmm(b, x2, w_ih.t()) if b is not None else x2 @ w_ih.t()  # (T*B, G*H)
+    return a.view(T, B, -1)
+
+
+def _both_biases(b_ih, b_hh):
+    if b_ih is None:
+        return None
+    return b_ih + b_hh
+
+
+def _weight_grads(ctx, need, dG: Tensor, dG_hh: Tensor, x: Tensor, h_prev: Tensor):
+    """The gradients of all steps at once: one matrix product per weight.
+
+    need: which of (dx, dW_ih, dW_hh, db_ih, db_hh) are wanted. dG (T, B, G*H) is the gradient
+    at the input projection's pre-activations, dG_hh (T, B, G*H) the same for the recurrent
+    product (the same tensor except in the GRU's candidate), x (T, B, D) the layer's input and
+    h_prev (T, B, H) the state each step read.
+    """
+    T, B, GH = dG.shape
+    dG2 = dG.reshape(T * B, GH)  # (T*B, G*H)
+    dGh2 = dG_hh.reshape(T * B, GH)  # (T*B, G*H)
+    dx = (dG2 @ ctx.w_ih).view(T, B, -1) if need[0] else None  # (T, B, D)
+    dw_ih = dG2.t() @ x.reshape(T * B, -1) if need[1] else None  # (G*H, D)
+    dw_hh = dGh2.t() @ h_prev.reshape(T * B, -1) if need[2] else None  # (G*H, H)
+    db_ih = dG2.sum(0) if ctx.has_bias and need[3] else None  # (G*H,)
+    db_hh = None
+    if ctx.has_bias and need[4]:
+        db_hh = db_ih if (dG_hh is dG and db_ih is not None) else dGh2.sum(0)  # (G*H,)
+    return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
+class RNNTanhSequence(torch.autograd.Function):
+    """h_t = tanh(A_t + h_{t-1} W_hh^T),  A = X W_ih^T + b_ih + b_hh   (relu for "relu").
+
+    forward(x (T, B, D), h0 (B, H), w_ih, w_hh, b_ih, b_hh, relu) -> hs (T, B, H).
+    Backward: with k_t = tanh'(.) = 1 - h_t^2 (or [h_t > 0]),
+        dP_t = (dy_t + dP_{t+1} W_hh) * k_t,   dh_0 = dP_1 W_hh.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu=False):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        a = _input_projection(x, w_ih, _both_biases(b_ih, b_hh))  # (T, B, H)
+        hs = x.new_empty(T + 1, B, H)  # hs[0] = h0, hs[t+1] = h_t
+        hs[0] = h0
+        w_hh_t = w_hh.t()
+        act = torch.relu_ if relu else torch.tanh_
+        for t in range(T):
+            torch.addmm(a[t], hs[t], w_hh_t, out=hs[t + 1])  # (B, H)
+            act(hs[t + 1])
+        ctx.relu, ctx.has_bias = relu, b_ih is not None
+        ctx.w_ih, ctx.w_hh = w_ih, w_hh
+        ctx.save_for_backward(x, hs)
+        return hs[1:]
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, hs = ctx.saved_tensors
+        T, B, H = dy.shape
+        h = hs[1:]  # (T, B, H)
+        k = (h > 0).to(h.dtype) if ctx.relu else 1 - h * h  # (T, B, H)
+        dP = torch.empty_like(dy)  # (T, B, H) gradient at the pre-activations
+        w_hh = ctx.w_hh
+        torch.mul(dy[T - 1], k[T - 1], out=dP[T - 1])
+        for t in range(T - 1, 0, -1):
+            torch.addmm(dy[t - 1], dP[t], w_hh, out=dP[t - 1])  # (B, H)
+            dP[t - 1].mul_(k[t - 1])
+        dh0 = dP[0] @ w_hh if ctx.needs_input_grad[1] else None  # (B, H)
+        need = ctx.needs_input_grad
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, hs[:-1])
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+
+
+class LSTMSequence(torch.autograd.Function):
+    """One LSTM layer over a sequence (gate order i, f, g, o):
+
+        P_t = A_t + h_{t-1} W_hh^T,   A = X W_ih^T + b_ih + b_hh
+        i, f, o = sigmoid(P_t[i, f, o]),  g = tanh(P_t[g])
+        c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
+
+    forward(x (T, B, D), h0, c0 (B, H), w_ih, w_hh, b_ih, b_hh) -> (hs (T, B, H), c_T (B, H)).
+    Backward, with u_t = tanh(c_t) and the per-step factors computed once for all t:
+        dh_t = dy_t + dP_{t+1} W_hh
+        dc_t = dc_{t+1} * f_{t+1} + dh_t * o_t (1 - u_t^2)
+        dP_t = [dc_t g i(1-i),  dc_t c_{t-1} f(1-f),  dc_t i (1-g^2),  dh_t u_t o(1-o)]
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        a = _input_projection(x, w_ih, _both_biases(b_ih, b_hh))  # (T, B, 4H)
+        gates = torch.empty_like(a)  # (T, B, 4H) activations i, f, g, o
+        hs = x.new_empty(T + 1, B, H)  # hs[0] = h0
+        cs = x.new_empty(T + 1, B, H)  # cs[0] = c0
+        us = x.new_empty(T, B, H)  # tanh(c_t)
+        hs[0], cs[0] = h0, c0
+        w_hh_t = w_hh.t()
+        for t in range(T):
+            p = torch.addmm(a[t], hs[t], w_hh_t)  # (B, 4H)
+            gt = gates[t]
+            torch.sigmoid(p, out=gt)
+            torch.tanh(p[:, 2 * H:3 * H], out=gt[:, 2 * H:3 * H])
+            i, f, g, o = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:3 * H], gt[:, 3 * H:]
+            torch.mul(f, cs[t], out=cs[t + 1])
+            cs[t + 1].addcmul_(i, g)
+            torch.tanh(cs[t + 1], out=us[t])
+            torch.mul(o, us[t], out=hs[t + 1])
+        ctx.has_bias = b_ih is not None
+        ctx.w_ih, ctx.w_hh = w_ih, w_hh
+        ctx.save_for_backward(x, hs, cs, us, gates)
+        return hs[1:], cs[T]
+
+    @staticmethod
+    def backward(ctx, dy, dcT):
+        x, hs, cs, us, gates = ctx.saved_tensors
+        T, B, H = dy.shape
+        w_hh = ctx.w_hh
+        # 1) the factors of every step, for the whole sequence at once (in place: few temporaries)
+        i, f, g, o = gates.split(H, dim=2)  # each (T, B, H)
+        k3 = x.new_empty(T, B, 3, H)  # dP[i, f, g] = dc_t * k3
+        ki, kf, kg = k3.unbind(2)
+        torch.sub(i, torch.mul(i, i, out=ki), out=ki).mul_(g)  # g i (1 - i)
+        torch.sub(f, torch.mul(f, f, out=kf), out=kf).mul_(cs[:-1])  # c_{t-1} f (1 - f)
+        torch.sub(i, torch.mul(g, g, out=kg).mul_(i), out=kg)  # i (1 - g^2)
+        kc = torch.mul(us, us)  # dc_t += dh_t * kc
+        torch.sub(o, kc.mul_(o), out=kc)  # o (1 - u^2)
+        ko = torch.mul(o, o)  # dP[o] = dh_t * ko
+        torch.sub(o, ko, out=ko).mul_(us)  # u o (1 - o)
+        # 2) the recurrence, backwards in time
+        dP = torch.empty_like(gates)  # (T, B, 4H)
+        dP3 = dP.view(T, B, 4, H)
+        dc = dcT.clone() if dcT is not None else dy.new_zeros(B, H)  # (B, H)
+        dh = dy[T - 1].clone()  # (B, H)
+        for t in range(T - 1, -1, -1):
+            if t < T - 1:
+                torch.addmm(dy[t], dP[t + 1], w_hh, out=dh)  # (B, H)
+                dc.mul_(f[t + 1])
+            dc.addcmul_(dh, kc[t])
+            torch.mul(dc.unsqueeze(1), k3[t], out=dP3[t, :, :3])  # (B, 3, H)
+            torch.mul(dh, ko[t], out=dP3[t, :, 3])  # (B, H)
+        need = ctx.needs_input_grad
+        dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
+        dc0 = dc * f[0] if need[2] else None  # (B, H)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[3:7], dP, dP, x, hs[:-1])
+        return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+
+class GRUSequence(torch.autograd.Function):
+    """One GRU layer over a sequence (gate order r, z, n):
+
+        A = X W_ih^T + b_ih,   R_t = h_{t-1} W_hh^T + b_hh
+        r, z = sigmoid(A_t[r, z] + R_t[r, z]),   n = tanh(A_t[n] + r * R_t[n])
+        h_t = (1 - z) * n + z * h_{t-1}  =  n + z * (h_{t-1} - n)
+
+    forward(x (T, B, D), h0 (B, H), w_ih, w_hh, b_ih, b_hh) -> hs (T, B, H).
+    Backward: every gate gradient is the step's dh_t times a factor known after the forward:
+        dR_t = dh_t * [(1-z)(1-n^2) R[n] r(1-r),  (h_{t-1}-n) z(1-z),  (1-z)(1-n^2) r]
+        dA_t = dR_t except dA_t[n] = dh_t * (1-z)(1-n^2)
+        dh_{t-1} = dy_{t-1} + z_t * dh_t + dR_t W_hh
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        a = _input_projection(x, w_ih, b_ih)  # (T, B, 3H)
+        rec = torch.empty_like(a)  # (T, B, 3H) the recurrent products R_t
+        gates = torch.empty_like(a)  # (T, B, 3H) r, z, n
+        hs = x.new_empty(T + 1, B, H)  # hs[0] = h0
+        hs[0] = h0
+        w_hh_t = w_hh.t()
+        for t in range(T):
+            rt, gt = rec[t], gates[t]
+            if b_hh is not None:
+                torch.addmm(b_hh, hs[t], w_hh_t, out=rt)  # (B, 3H)
+            else:
+                torch.mm(hs[t], w_hh_t, out=rt)
+            rz = torch.add(a[t, :, :2 * H], rt[:, :2 * H], out=gt[:, :2 * H]).sigmoid_()  # (B, 2H)
+            n = torch.addcmul(a[t, :, 2 * H:], rz[:, :H], rt[:, 2 * H:], out=gt[:, 2 * H:]).tanh_()  # (B, H)
+            torch.sub(hs[t], n, out=hs[t + 1]).mul_(rz[:, H:]).add_(n)  # (B, H)
+        ctx.has_bias = b_ih is not None
+        ctx.w_ih, ctx.w_hh = w_ih, w_hh
+        ctx.save_for_backward(x, hs, rec, gates)
+        return hs[1:]
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, hs, rec, gates = ctx.saved_tensors
+        T, B, H = dy.shape
+        w_hh = ctx.w_hh
+        # 1) the factors of every step, for the whole sequence at once
+        r, z, n = gates.split(H, dim=2)  # each (T, B, H)
+        kn = torch.mul(n, n)
+        torch.sub(1, kn, out=kn).mul_(1 - z)  # (1 - z)(1 - n^2): dA[n] = dh * kn
+        m = x.new_empty(T, B, 3, H)  # dR = dh * m
+        mr, mz, mn = m.unbind(2)
+        torch.sub(r, torch.mul(r, r, out=mr), out=mr).mul_(kn).mul_(rec[:, :, 2 * H:])
+        torch.sub(z, torch.mul(z, z, out=mz), out=mz).mul_(hs[:-1] - n)
+        torch.mul(kn, r, out=mn)
+        # 2) the recurrence, backwards in time
+        dh = torch.empty_like(dy)  # (T, B, H) the total gradient at each h_t
+        dR = x.new_empty(T, B, 3, H)
+        dh[T - 1] = dy[T - 1]
+        for t in range(T - 1, 0, -1):
+            torch.mul(dh[t].unsqueeze(1), m[t], out=dR[t])  # (B, 3, H)
+            torch.addcmul(dy[t - 1], z[t], dh[t], out=dh[t - 1]).addmm_(dR[t].view(B, 3 * H), w_hh)
+        torch.mul(dh[0].unsqueeze(1), m[0], out=dR[0])
+        dR = dR.view(T, B, 3 * H)
+        need = ctx.needs_input_grad
+        dh0 = torch.addmm(z[0] * dh[0], dR[0], w_hh) if need[1] else None  # (B, H)
+        dA = dR.clone()
+        torch.mul(dh, kn, out=dA[:, :, 2 * H:])
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dA, dR, x, hs[:-1])
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+
+
+def _apply(kind: str, x: Tensor, s0, weights, relu: bool):
+    """One layer, one direction, time-major: x (T, B, D) -> (hs (T, B, H), final state)."""
+    if kind == "lstm":
+        h0, c0 = s0
+        hs, cT = LSTMSequence.apply(x, h0, c0, *weights)
+        return hs, (hs[-1], cT)
+    if kind == "gru":
+        hs = GRUSequence.apply(x, s0, *weights)
+    else:
+        hs = RNNTanhSequence.apply(x, s0, *weights, relu)
+    return hs, hs[-1]
+
+
+def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
+    """A stacked, possibly bidirectional layer on our kernels (no padding lengths).
+
+    layer: an `unrolled.recurrent.Recurrent` (its kind, weights, dropout, directions);
+    x (B, T, D) batch first; state already checked -> (output (B, T, H*dirs), per-(layer,
+    direction) final states, in the order of torch.nn's state rows).
+    The sequence is made time-major once, so every step reads a contiguous (B, .) block.
+    """
+    relu = getattr(layer, "nonlinearity", "tanh") == "relu"
+    z = x.transpose(0, 1).contiguous()  # (T, B, D)
+    finals: list = []
+    dirs = layer.num_directions
+    for k in range(layer.num_layers):
+        outs = []
+        for d, suffix in enumerate(layer._suffixes()):
+            s0 = layer._select_state(state, k * dirs + d)
+            seq = z if not suffix else z.flip(0)
+            hs, s_last = _apply(layer.kind, seq, s0, layer.layer_weights(k, suffix), relu)  # (T, B, H)
+            outs.append(hs if not suffix else hs.flip(0))
+            finals.append(s_last)
+        z = torch.cat(outs, dim=2) if dirs > 1 else outs[0]  # (T, B, H*dirs)
+        if layer.dropout and layer.training and k < layer.num_layers - 1:
+            z = F.dropout(z, layer.dropout, training=True)  # never after the last layer, as torch.nn
+    return z.transpose(0, 1), finals  # (B, T, H*dirs)
+
+
+def prefers_kernel(layer, x: Tensor) -> bool:
+    """Whether path="auto" runs `layer` on our kernels: only where the benchmark shows a win."""
+    return False
