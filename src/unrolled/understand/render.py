@@ -1,0 +1,242 @@
+"""Draw what was recorded: unit values and predictions over text, as HTML and PNG.
+
+Colour: a value v is drawn on a diverging scale, blue for strongly negative, white for neutral,
+red for strongly positive, with intensity |v| / scale (clipped to 1); the scale of a row is the
+largest |v| it shows unless given. Predictions are coloured by the probability the model gave
+to the character that really came, mapped to 2p - 1 on the same scale: red is a confident right
+guess, white a coin toss (p = 0.5, the paper's error threshold), blue a miss; hovering a
+character shows the model's top-5 guesses for it.
+
+HTML is one self-contained file: inline CSS, no script, no external resource, every piece of
+text escaped (`<`, `&` and quotes), so it opens offline and a text cannot inject markup. PNG
+goes through matplotlib (a monospaced grid of characters on coloured cells).
+"""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+from unrolled.errors import UserError
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+.text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.35;
+        white-space: pre; tab-size: 8; border: 1px solid #ddd; padding: 0.5em; overflow-x: auto; }
+.text span { border-radius: 1px; }
+.nl { color: #bbb; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+td, th { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; font-size: 14px; }
+th { background: #f4f4f4; }
+.row-label { font-family: monospace; font-size: 12px; color: #555; margin-top: 0.8em; }
+.legend span { display: inline-block; width: 2.2em; text-align: center; font-size: 11px; }
+"""
+
+
+def rgb(value: float, scale: float = 1.0) -> tuple[int, int, int]:
+    """Blue (negative) through white (0) to red (positive), as 0..255 RGB."""
+    a = 0.0 if not np.isfinite(value) or scale <= 0 else float(np.clip(value / scale, -1.0, 1.0))
+    fade = int(round(255 * (1 - abs(a))))
+    return (255, fade, fade) if a > 0 else (fade, fade, 255)
+
+
+def _hex(c: tuple[int, int, int]) -> str:
+    return "#%02x%02x%02x" % c
+
+
+def _scale(values: np.ndarray, scale: float | None) -> float:
+    if scale is not None:
+        return float(scale)
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def show_char(ch: str) -> str:
+    """A character as it should appear in a hover or a table: whitespace made visible."""
+    return {"\n": "\\n", "\t": "\\t", " ": "\u2423", "\r": "\\r"}.get(ch, ch)
+
+
+def _spans(text: str, values: np.ndarray, scale: float, titles=None) -> str:
+    parts = []
+    for k, ch in enumerate(text):
+        style = f' style="background:{_hex(rgb(values[k], scale))}"'
+        title = f' title="{html.escape(titles[k], quote=True)}"' if titles is not None else ""
+        if ch == "\n":
+            parts.append(f'<span class="nl"{style}{title}>\u21b5</span>\n')
+        else:
+            parts.append(f"<span{style}{title}>{html.escape(ch, quote=True)}</span>")
+    return "".join(parts)
+
+
+def units_block(text: str, rows: list[tuple[str, np.ndarray]], scale: float | None = None) -> str:
+    """HTML fragment: the text once per row, each character on its value's colour; a row is
+    (label, values (len(text),)). Hovering a character shows the value."""
+    out = []
+    for label, values in rows:
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(text),):
+            raise ValueError(f"row {label!r} has {values.shape} values for {len(text)} characters")
+        s = _scale(values, scale)
+        titles = [f"{label} = {v:+.3f}" for v in values]
+        out.append(f'<div class="row-label">{html.escape(label)} (scale \u00b1{s:.3g})</div>'
+                   f'<div class="text">{_spans(text, values, s, titles)}</div>')
+    return "\n".join(out)
+
+
+def top_k(probs: np.ndarray, chars: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
+    """Per row of probs (K, V): the k likeliest characters with their probabilities."""
+    idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (K, k)
+    return [[(chars[j], float(probs[r, j])) for j in row] for r, row in enumerate(idx)]
+
+
+def prediction_block(text: str, p_actual: np.ndarray, guesses: list | None) -> str:
+    """HTML fragment: each character coloured by the probability the model gave it (2p - 1 on
+    the diverging scale); hovering shows p and the top-5 guesses made for that position.
+    p_actual (len(text),), NaN where there was no prediction; guesses[k] the top-5 for char k."""
+    titles = []
+    for k, ch in enumerate(text):
+        p = p_actual[k]
+        t = f"{show_char(ch)}: p = {p:.3f}" if np.isfinite(p) else f"{show_char(ch)}: no prediction"
+        if guesses is not None and guesses[k]:
+            t += "\n" + "\n".join(f"{show_char(c)}  {q:.3f}" for c, q in guesses[k])
+        titles.append(t)
+    values = 2 * np.asarray(p_actual, dtype=np.float64) - 1
+    return f'<div class="text">{_spans(text, values, 1.0, titles)}</div>'
+
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained HTML document."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
+            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def legend() -> str:
+    cells = "".join(f'<span style="background:{_hex(rgb(v))}">{v:+.1f}</span>' for v in np.linspace(-1, 1, 9))
+    return f'<p class="legend">{cells} &nbsp;(value / scale)</p>'
+
+
+def write_text(path, content: str) -> Path:
+    """Write a file atomically (a temporary name, then a rename): nothing half-written."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp.exists():
+            tmp.unlink()
+        raise UserError(f"cannot write {path}: {e.strerror or e}; check the directory exists and is writable") from None
+    return path
+
+
+def units_html(text: str, rows: list[tuple[str, np.ndarray]], path=None, title: str = "units",
+               scale: float | None = None) -> str:
+    """A page of one or many units over a text (see `units_block`); written to `path` if given."""
+    doc = page(title, legend() + units_block(text, rows, scale))
+    if path is not None:
+        write_text(path, doc)
+    return doc
+
+
+# --- PNG ------------------------------------------------------------------------------------------
+def _colormap():
+    from matplotlib.colors import LinearSegmentedColormap
+    return LinearSegmentedColormap.from_list("unrolled_bwr", [(0, 0, 1), (1, 1, 1), (1, 0, 0)])
+
+
+def _grid(text: str, values: np.ndarray, width: int):
+    """Lay the text out in lines (tabs expanded, long lines cut at `width`): a (lines, width)
+    array of values (NaN where there is no character) and the characters at each cell."""
+    rows_v, rows_c, v_line, c_line = [], [], [], []
+    for ch, v in zip(text, values):
+        if ch == "\n":
+            v_line.append(v)
+            c_line.append("\u21b5")
+            rows_v.append(v_line)
+            rows_c.append(c_line)
+            v_line, c_line = [], []
+            continue
+        cells = 8 - len(v_line) % 8 if ch == "\t" else 1
+        v_line += [v] * cells
+        c_line += [" "] * cells if ch == "\t" else [ch]
+    if v_line:
+        rows_v.append(v_line)
+        rows_c.append(c_line)
+    grid = np.full((len(rows_v), width), np.nan)
+    chars = [[""] * width for _ in rows_v]
+    for r, (vl, cl) in enumerate(zip(rows_v, rows_c)):
+        n = min(width, len(vl))
+        grid[r, :n] = vl[:n]
+        chars[r][:n] = cl[:n]
+    return grid, chars
+
+
+def units_png(text: str, rows: list[tuple[str, np.ndarray]], path, width: int = 80,
+              scale: float | None = None, dpi: int = 110) -> Path:
+    """One panel per unit: the text on a grid, each character's cell coloured by the unit."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grids = [(label, *_grid(text, np.asarray(v, dtype=np.float64), width)) for label, v in rows]
+    fig_h = sum(0.16 * g.shape[0] + 0.35 for _, g, _ in grids)
+    fig, axes = plt.subplots(len(grids), 1, figsize=(0.105 * width + 0.3, fig_h), squeeze=False,
+                             gridspec_kw={"height_ratios": [g.shape[0] for _, g, _ in grids]})
+    cmap = _colormap()
+    for ax, (label, grid, chars) in zip(axes[:, 0], grids):
+        s = _scale(grid, scale)
+        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-s, vmax=s, aspect="auto",
+                  interpolation="nearest")
+        for r, line in enumerate(chars):
+            for c, ch in enumerate(line):
+                if ch.strip():
+                    ax.text(c, r, ch, ha="center", va="center", family="monospace", fontsize=6.5,
+                            color="#999" if ch == "\u21b5" else "black")
+        ax.set_title(f"{label}  (scale \u00b1{s:.3g})", fontsize=8, loc="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def saturation_png(sat: dict[str, dict], path, title: str = "gate saturation") -> Path:
+    """The paper's scatter plot: per gate (one panel each), every unit at (fraction of steps
+    left-saturated, fraction right-saturated), coloured by layer."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gates = list(dict.fromkeys(s["gate"] for s in sat.values()))
+    if not gates:
+        raise UserError("the recording has no sigmoid gates to measure (a vanilla RNN has none)")
+    names = {"i": "input gate", "f": "forget gate", "o": "output gate", "r": "reset gate", "z": "update gate"}
+    fig, axes = plt.subplots(1, len(gates), figsize=(3.3 * len(gates), 3.4), squeeze=False)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for ax, gate in zip(axes[0], gates):
+        for s in sat.values():
+            if s["gate"] == gate:
+                ax.scatter(s["left"], s["right"], s=6, alpha=0.6, color=colours[s["layer"] % 5],
+                           label=f"layer {s['layer']}")
+        ax.plot([0, 1], [1, 0], color="#ccc", lw=0.8)  # left + right <= 1 for every unit
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("fraction left-saturated (< 0.1)")
+        ax.set_ylabel("fraction right-saturated (> 0.9)")
+        ax.set_title(names.get(gate, gate))
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
