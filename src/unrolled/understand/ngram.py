@@ -134,7 +134,9 @@ def log_probs(train_ids, test_ids, max_order: int, vocab_size: int) -> np.ndarra
         tr_next = _hashes(train, n + 1, tr_cur) if n < max_order else None
         st = _order_stats(n, tr_prev, tr_cur, tr_next, T)
         q_ng = te_cur
-        q_ctx = np.zeros(M, dtype=np.uint64) if n == 1 else np.concatenate([[0], te_prev[:-1]]).astype(np.uint64)
+        q_ctx = np.zeros(M, dtype=np.uint64)  # the context of test character i: H_{n-1}[i-1]
+        if n > 1:
+            q_ctx[1:] = te_prev[:-1]  # (kept uint64: mixing in a Python int would make floats)
         valid = i >= n - 1  # test characters with n-1 characters of context
         top = _kn(st.get("a_raw", q_ng), st.get("b_raw", q_ctx), st.get("t_raw", q_ctx),
                   st.discount["raw"], lower)
