@@ -183,7 +183,7 @@ class _Topology(nn.Module):
     def __init__(self, input_size: int, output_size: int, hidden_size: int, cell: str = "lstm",
                  num_layers: int = 1, encoding: str = "dense", embedding_dim: int | None = None,
                  head: str = "classify", dropout: float = 0.0, bidirectional: bool = False,
-                 max_length: int | None = None, path: str = "fast"):
+                 max_length: int | None = None, path: str = "auto"):
         super().__init__()
         if cell not in LAYERS:
             raise ValueError(f"cell must be one of {', '.join(LAYERS)}, got {cell!r}")
@@ -299,7 +299,7 @@ class OneToMany(nn.Module):
                  num_layers: int = 1, input: str = "class", head: str = "classify",
                  input_dim: int = 16, embedding_dim: int = 32, init_state: bool = True,
                  feed_input: bool = True, dropout: float = 0.0, max_length: int | None = None,
-                 path: str = "fast"):
+                 path: str = "auto"):
         super().__init__()
         if input not in ("class", "vector"):
             raise ValueError(f"input must be 'class' or 'vector', got {input!r}")
@@ -433,7 +433,7 @@ class EncoderDecoder(nn.Module):
                  num_layers: int = 1, embedding_dim: int = 32, bidirectional: bool = False,
                  dropout: float = 0.0, bos_token: int = 1, eos_token: int = 2,
                  reverse_source: bool = False, max_source_length: int | None = None,
-                 max_target_length: int = 100, path: str = "fast"):
+                 max_target_length: int = 100, path: str = "auto"):
         super().__init__()
         if cell not in LAYERS:
             raise ValueError(f"cell must be one of {', '.join(LAYERS)}, got {cell!r}")

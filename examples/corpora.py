@@ -1,0 +1,107 @@
+"""The three text corpora the examples read, and the character vocabulary over them.
+
+* shakespeare: ../shared/data/shakespeare/works.txt
+* linux:       ../shared/data/linux/kernel.txt (C source of the Linux kernel)
+* python:      the running interpreter's standard library source (*.py files in path order)
+
+Each corpus is cut at `max_chars` and split by position: the first 80% to train, the next 10%
+to validate, the last 10% to test (the split of Karpathy, Johnson and Fei-Fei 2015).
+"""
+from __future__ import annotations
+
+import pathlib
+import sys
+import sysconfig
+
+import torch
+
+from unrolled.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+NAMES = ("shakespeare", "linux", "python")
+
+
+def read_text(path: pathlib.Path, flag: str, max_chars: int | None = None) -> str:
+    """A UTF-8 text file, or one sentence saying what is wrong and which flag to fix."""
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; pass the right file with {flag}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); give {flag} a UTF-8 file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror}); check {flag}") from None
+    if not text:
+        raise UserError(f"{path} is empty; give {flag} a file with text in it")
+    return text[:max_chars] if max_chars else text
+
+
+def python_files(stdlib: pathlib.Path | None = None) -> list[pathlib.Path]:
+    """The standard library's *.py files in path order, without installed third-party packages."""
+    root = pathlib.Path(stdlib or sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
+
+
+def python_source(max_chars: int, stdlib: pathlib.Path | None = None) -> str:
+    """The standard library source, files joined in path order, up to max_chars."""
+    parts, total = [], 0
+    for path in python_files(stdlib):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # a few test fixtures are deliberately not UTF-8
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    if not parts:
+        raise UserError(f"no Python source found under {stdlib}; pass --stdlib DIR")
+    return "".join(parts)[:max_chars]
+
+
+def add_corpus_arguments(ap) -> None:
+    ap.add_argument("--shakespeare", default=str(DATA / "shakespeare" / "works.txt"), help="Shakespeare text")
+    ap.add_argument("--linux", default=str(DATA / "linux" / "kernel.txt"), help="Linux C source text")
+    ap.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"], help="Python standard library dir")
+    ap.add_argument("--max-chars", type=int, default=3_000_000, help="characters read from each corpus")
+
+
+def load_corpora(args) -> dict[str, str]:
+    return {
+        "shakespeare": read_text(args.shakespeare, "--shakespeare", args.max_chars),
+        "linux": read_text(args.linux, "--linux", args.max_chars),
+        "python": python_source(args.max_chars, args.stdlib),
+    }
+
+
+def split(text: str) -> tuple[str, str, str]:
+    """By position: 80% train, 10% validation, 10% test."""
+    a, b = int(0.8 * len(text)), int(0.9 * len(text))
+    return text[:a], text[a:b], text[b:]
+
+
+class CharVocab:
+    """Characters <-> ids; id 0 stands for any character not seen in training."""
+
+    def __init__(self, texts):
+        self.chars = ["\0"] + sorted(set("".join(texts)) - {"\0"})
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+def run(main) -> None:
+    """Run an example's main; a user's mistake ends in one sentence and exit status 2."""
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
