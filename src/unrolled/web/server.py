@@ -1,0 +1,129 @@
+"""`unrolled serve`: load a checkpoint, bind a socket, and run the viewer with uvicorn.
+
+The server binds to 127.0.0.1 unless told otherwise: it has no login, and anyone who can reach
+it can make the machine run the model on any text, so it is for the person at this computer.
+Requests must name this machine (Host 127.0.0.1, localhost or ::1) unless --host is something
+else, so a web page elsewhere cannot reach the viewer through a name rebound to 127.0.0.1.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+
+from unrolled.errors import UserError
+
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+DEFAULT_SAMPLE_CHARS = 2_000  # with no --text, the page opens on this much of the model's own sample
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def text_files(path: str | None, max_files: int = 500) -> dict[str, Path]:
+    """--text FILE or DIR -> {name a client may ask for: file}. A directory offers its text
+    files (recursively, hidden ones skipped), named by their path relative to it."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if p.is_file():
+        return {p.name: p}
+    if p.is_dir():
+        found = sorted(f for f in p.rglob("*") if f.is_file() and not any(
+            part.startswith(".") for part in f.relative_to(p).parts))[:max_files]
+        if not found:
+            raise UserError(f"--text {path} is a directory with no files in it; give a text file or a directory of them")
+        return {f.relative_to(p).as_posix(): f for f in found}
+    raise UserError(f"--text {path} does not exist; give a text file or a directory of text files")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port} is already in use on {host}; pass another --port (0 picks a free one)") from None
+        raise UserError(f"cannot listen on --host {host} --port {port} ({e.strerror or e}); check the address") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | None = None):
+    """The Explorer for a checkpoint, with its first text added; returns (explorer, text id)."""
+    from unrolled.checkpoint import describe, load
+    from unrolled.web.explorer import MAX_CHARS, Explorer
+
+    model = load(checkpoint)
+    if getattr(model.vocab, "byte_level", False):
+        raise UserError(f"{checkpoint} models bytes; the viewer needs a character-level model")
+    d = describe(checkpoint)
+    where = Path(d["path"])
+    name = f"{where.parent.name}/{where.name}" if where.name in ("best", "last") else where.name
+    info = {"checkpoint": name, "step": d["step"], "metrics": d["metrics"],
+            "best_val_bpc": d["best_val_bpc"], "config": d["config"].get("model", {}),
+            "train_config": d["config"].get("train", {}), "parameters": d["parameters"]}
+    files = text_files(text)
+    explorer = Explorer(model, info=info, files=files, max_chars=max_chars or MAX_CHARS)
+    if files:
+        first = explorer.add_file(next(iter(files)))
+    else:
+        from unrolled.sample import sample
+        prime = "\n"
+        body = sample(model, length=min(DEFAULT_SAMPLE_CHARS, explorer.max_chars - 1), prime=prime, seed=0)
+        first = explorer.add_text(body, "a sample of the model (seed 0)")
+    explorer.info_extra["first_text"] = first["id"]
+    return explorer, first["id"]
+
+
+def serve(checkpoint: str, text: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          open_browser: bool = False, max_chars: int | None = None, log_level: str = "warning") -> None:
+    """Load `checkpoint`, then serve the viewer on host:port until interrupted."""
+    import uvicorn
+
+    from unrolled.web.app import create_app
+
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, not {port}")
+    if max_chars is not None and max_chars < 1:
+        raise UserError(f"--max-chars must be a positive number of characters, not {max_chars}")
+    import torch
+
+    # The viewer's matrix products are small (one step of a few dozen streams), where extra
+    # intra-op threads cost more than they give, and concurrent requests already run in their
+    # own worker threads: one thread each is many times faster on a busy machine.
+    torch.set_num_threads(1)
+    explorer, _ = build_explorer(checkpoint, text, max_chars)
+    allowed = LOOPBACK_NAMES if is_loopback(host) else None
+    if allowed is None:
+        print(f"unrolled serve: warning: listening on {host}, reachable from other machines; "
+              "the viewer has no login", file=sys.stderr)
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{actual}/"
+    app = create_app(explorer, allowed_hosts=allowed)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    print(f"unrolled serve: {url}  (model {explorer.info_extra['checkpoint']}, Ctrl-C stops)", flush=True)
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

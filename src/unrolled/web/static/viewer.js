@@ -1,0 +1,387 @@
+// unrolled viewer: plain JavaScript over the JSON API (docs/viewer.md). No build step, no library.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  info: null,
+  textId: null,
+  text: "",
+  chars: [],          // the text's code points (the server counts positions in code points)
+  spans: [],          // one <span> per character of the text
+  focus: null,        // {layer, kind, index}: the unit colouring the text
+  shown: [],          // units the user has picked, as chips
+  preds: new Map(),   // chunk start -> predictions of that chunk of positions
+  selection: null,    // [start, end) of the selected span
+  sampling: null,     // AbortController of the running sample
+};
+const PRED_CHUNK = 500;
+
+// --- talking to the server --------------------------------------------------------------------
+async function api(path, options) {
+  const res = await fetch(path, options);
+  let body = null;
+  try { body = await res.json(); } catch (e) { /* not JSON */ }
+  if (!res.ok) throw new Error(body && body.error ? body.error : `${res.status} ${res.statusText}`);
+  return body;
+}
+const post = (path, obj) => api(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                       body: JSON.stringify(obj)});
+const q = (obj) => new URLSearchParams(Object.entries(obj).filter(([, v]) => v !== null && v !== "")).toString();
+
+function status(message, isError) {
+  const s = $("status");
+  s.textContent = message || "";
+  s.className = isError ? "error" : "";
+}
+function guarded(fn) {
+  return async (...args) => {
+    try { await fn(...args); } catch (e) { status(e.message, true); }
+  };
+}
+
+// --- colour: blue (negative) - white (neutral) - red (positive) ------------------------------
+function colour(v, lo, hi) {
+  const mid = (lo + hi) / 2, half = (hi - lo) / 2 || 1;
+  const t = Math.max(-1, Math.min(1, (v - mid) / half));
+  const w = Math.round(255 * (1 - Math.abs(t)));
+  return t >= 0 ? `rgb(255,${w},${w})` : `rgb(${w},${w},255)`;
+}
+
+// --- the text ---------------------------------------------------------------------------------
+function renderText(text) {
+  const pre = $("text");
+  const frag = document.createDocumentFragment();
+  state.spans = new Array(text.length);
+  let i = 0;
+  for (const ch of text) {  // iterates code points, as the server's positions count them
+    const s = document.createElement("span");
+    s.textContent = ch;
+    s._i = i;
+    state.spans[i++] = s;
+    frag.appendChild(s);
+  }
+  state.spans.length = i;
+  state.chars = [...text];
+  pre.replaceChildren(frag);
+  pre.dataset.unit = "";
+}
+
+async function loadText(id) {
+  const t = await api(`/api/text?${q({id})}`);
+  state.textId = t.id;
+  state.text = t.text;
+  state.preds.clear();
+  state.selection = null;
+  renderText(t.text);
+  $("text-name").textContent = `${t.name} (${t.length.toLocaleString()} chars, ${t.language})`;
+  $("selection").textContent = "no span selected";
+  $("selected-units").replaceChildren();
+  $("matches").replaceChildren();
+  $("ranked").replaceChildren();
+  $("bits").textContent = "";
+  status("recording activations…");
+  if (state.focus) await showUnit(state.focus);
+  const b = await api(`/api/bits?${q({text: t.id})}`);
+  $("bits").textContent = b.bits_per_char === null ? "" : `${b.bits_per_char} bits/char`;
+  status("");
+  loadSaturation().catch((e) => status(e.message, true));
+}
+
+function unitName(u) { return `${u.kind}${u.layer}:${u.index}`; }
+
+async function showUnit(u) {
+  const a = await api(`/api/activations?${q({text: state.textId, layer: u.layer, kind: u.kind, units: u.index})}`);
+  const values = a.units[0].values;
+  const [lo, hi] = a.range;
+  for (let i = 0; i < state.spans.length; i++) state.spans[i].style.backgroundColor = colour(values[i], lo, hi);
+  state.focus = u;
+  $("focus-name").textContent = unitName(u);
+  $("scale-low").textContent = lo.toFixed(2);
+  $("scale-high").textContent = hi.toFixed(2);
+  $("text").dataset.unit = unitName(u);
+  $("layer").value = u.layer;
+  $("kind").value = u.kind;
+  $("unit").value = u.index;
+  if (!state.shown.some((s) => unitName(s) === unitName(u))) state.shown.push(u);
+  renderChips($("shown"), state.shown);
+}
+
+function unitButton(u, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label || unitName(u);
+  b.dataset.unit = unitName(u);
+  if (state.focus && unitName(state.focus) === unitName(u)) b.className = "focus";
+  b.addEventListener("click", guarded(() => showUnit(u)));
+  return b;
+}
+function renderChips(el, units) { el.replaceChildren(...units.map((u) => unitButton(u))); }
+
+// --- top-5 guesses on hover -------------------------------------------------------------------
+async function predictionsAt(i) {
+  const start = Math.floor(i / PRED_CHUNK) * PRED_CHUNK;
+  if (!state.preds.has(start)) {
+    const end = Math.min(start + PRED_CHUNK, state.spans.length);
+    state.preds.set(start, api(`/api/predictions?${q({text: state.textId, start, end, k: 5})}`));
+  }
+  const chunk = await state.preds.get(start);
+  return chunk.positions[i - start];
+}
+const shown = (c) => c === null ? "(end)" : JSON.stringify(c);
+
+async function hover(ev) {
+  const span = ev.target;
+  if (span._i === undefined) return;
+  const id = state.textId;
+  const p = await predictionsAt(span._i);
+  if (id !== state.textId) return;
+  const lines = [`after ${shown(state.chars[span._i])}:`];
+  for (const [c, prob] of p.top) lines.push(`${shown(c).padEnd(6)} ${(100 * prob).toFixed(1)}%`);
+  if (p.next !== null) lines.push(`next is ${shown(p.next)}: ${(100 * p.p_next).toFixed(1)}%`);
+  const tip = $("tooltip");
+  tip.textContent = lines.join("\n");
+  tip.hidden = false;
+  tip.style.left = `${ev.clientX + 14}px`;
+  tip.style.top = `${ev.clientY + 14}px`;
+}
+
+// --- select and match -------------------------------------------------------------------------
+function spanIndex(node, offset) {
+  if (node.nodeType === Node.TEXT_NODE) return node.parentElement._i;
+  if (node === $("text")) return offset < state.spans.length ? offset : state.spans.length - 1;
+  return node._i;
+}
+
+function selectedSpan() {
+  const sel = window.getSelection();
+  if (!sel || sel.isCollapsed || sel.rangeCount === 0) return null;
+  const r = sel.getRangeAt(0);
+  if (!$("text").contains(r.commonAncestorContainer)) return null;
+  let a = spanIndex(r.startContainer, r.startOffset);
+  let b = spanIndex(r.endContainer, r.endOffset);
+  if (a === undefined || b === undefined) return null;
+  // A selection that ends at offset 0 of a span does not include that span.
+  if (r.endContainer.nodeType === Node.TEXT_NODE && r.endOffset === 0) b -= 1;
+  if (b < a) return null;
+  return [a, b + 1];
+}
+
+async function runSelect() {
+  if (!state.selection) return;
+  const [start, end] = state.selection;
+  for (const s of state.spans) s.classList.remove("sel", "match");
+  for (let i = start; i < end; i++) state.spans[i].classList.add("sel");
+  const kind = $("kind").value, layer = Number($("layer").value);
+  const r = await post("/api/select", {text: state.textId, start, end, kind, layer,
+                                       threshold: Number($("threshold").value), pad: Number($("pad").value)});
+  $("selection").textContent = `span ${start}..${end} ${JSON.stringify(state.chars.slice(start, end).slice(0, 40).join(""))}: ` +
+    `${r.units.length} unit(s) of ${kind}${layer} on across it and off around it`;
+  const units = r.units.map((u) => ({layer, kind, index: u.index}));
+  renderChips($("selected-units"), units);
+  const list = $("matches");
+  list.replaceChildren();
+  for (const m of r.matches) {
+    for (let i = m.start; i < m.end; i++) if (!state.spans[i].classList.contains("sel")) state.spans[i].classList.add("match");
+    const li = document.createElement("li");
+    const code = document.createElement("code");
+    code.textContent = m.snippet;
+    li.append(`${m.start}..${m.end} `, code, ` ${m.intersection}/${units.length} on`);
+    li.addEventListener("click", () => state.spans[m.start].scrollIntoView({block: "center"}));
+    list.appendChild(li);
+  }
+  if (units.length && !units.some((u) => state.focus && unitName(u) === unitName(state.focus))) await showUnit(units[0]);
+}
+
+// --- ranked units -----------------------------------------------------------------------------
+async function rank() {
+  const feature = $("feature").value, kind = $("kind").value;
+  status(`ranking the ${kind} units for ${feature}…`);
+  const r = await api(`/api/units?${q({text: state.textId, feature, kind, top: 20})}`);
+  $("rank-note").textContent = r.note || `${r.metric === "auc" ? "ROC AUC" : "Pearson r"} of every ${kind} unit with ${feature}`;
+  const list = $("ranked");
+  list.replaceChildren();
+  for (const row of r.best) {
+    const u = {layer: row.layer, kind, index: row.index};
+    const li = document.createElement("li");
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = ` ${r.metric} ${row.score.toFixed(3)}`;
+    li.append(unitButton(u), score);
+    list.appendChild(li);
+  }
+  status("");
+}
+
+// --- new text: paste, upload, server files ----------------------------------------------------
+async function explore(text, name) {
+  status("checking the text…");
+  const t = await post("/api/text", {text, name});
+  await loadText(t.id);
+}
+
+async function upload() {
+  const f = $("upload").files[0];
+  if (!f) return;
+  if (f.size > state.info.limits.max_chars * 4) {
+    status(`${f.name} is too large for the viewer (limit ${state.info.limits.max_chars.toLocaleString()} chars)`, true);
+    return;
+  }
+  $("new-text").value = await f.text();
+  $("new-text").dataset.name = f.name;
+}
+
+// --- sampling, streamed as server-sent events -------------------------------------------------
+async function sample() {
+  const out = $("sample-out");
+  out.textContent = "";
+  out.dataset.state = "running";
+  const ctl = new AbortController();
+  state.sampling = ctl;
+  $("sample").disabled = true;
+  $("stop").disabled = false;
+  $("explore-sample").disabled = true;
+  try {
+    const params = q({prime: $("prime").value, temperature: $("temperature").value,
+                      length: $("length").value, seed: $("seed").value});
+    const res = await fetch(`/api/sample?${params}`, {signal: ctl.signal});
+    if (!res.ok) throw new Error((await res.json()).error);
+    out.textContent = $("prime").value;
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, {stream: true});
+      let k;
+      while ((k = buf.indexOf("\n\n")) >= 0) {
+        const ev = buf.slice(0, k);
+        buf = buf.slice(k + 2);
+        const data = ev.split("\n").find((l) => l.startsWith("data: "));
+        if (ev.startsWith("event: end")) { out.dataset.state = "done"; continue; }
+        if (data) out.textContent += JSON.parse(data.slice(6)).text;
+      }
+      out.scrollTop = out.scrollHeight;
+    }
+    out.dataset.state = "done";
+  } catch (e) {
+    out.dataset.state = "error";
+    if (e.name !== "AbortError") throw e;
+  } finally {
+    state.sampling = null;
+    $("sample").disabled = false;
+    $("stop").disabled = true;
+    $("explore-sample").disabled = !out.textContent;
+  }
+}
+
+// --- saturation scatter plots, one per layer (SVG) --------------------------------------------
+const GATE_COLOURS = {i: "#1f77b4", f: "#d62728", o: "#2ca02c", r: "#9467bd", z: "#ff7f0e"};
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+async function loadSaturation() {
+  const s = await api(`/api/saturation?${q({text: state.textId})}`);
+  const box = $("saturation");
+  box.replaceChildren();
+  if (!s.gates.length) { box.textContent = s.note || ""; return; }
+  const size = 200, m = 28, plot = size - 2 * m + 10;
+  const layers = [...new Set(s.gates.map((g) => g.layer))];
+  for (const layer of layers) {
+    const el = svg("svg", {width: size, height: size, viewBox: `0 0 ${size} ${size}`, "data-layer": layer});
+    el.appendChild(svg("rect", {x: m, y: 8, width: plot, height: plot, fill: "#fafafa", stroke: "#999"}));
+    el.appendChild(svg("text", {x: m, y: size - 8}, "right-saturated (> 0.9)"));
+    el.appendChild(svg("text", {x: 10, y: 8 + plot, transform: `rotate(-90 10 ${8 + plot})`}, "left-saturated (< 0.1)"));
+    el.appendChild(svg("text", {x: m + plot - 40, y: 20}, `layer ${layer}`));
+    const gates = s.gates.filter((g) => g.layer === layer);
+    let lx = m + 4;
+    for (const g of gates) {
+      const col = GATE_COLOURS[g.gate] || "#333";
+      for (let j = 0; j < g.left.length; j++) {
+        el.appendChild(svg("circle", {cx: m + g.right[j] * plot, cy: 8 + plot - g.left[j] * plot, r: 2,
+                                      fill: col, "fill-opacity": 0.6}));
+      }
+      el.appendChild(svg("text", {x: lx, y: 20, fill: col, style: `fill:${col}`}, g.gate));
+      lx += 12;
+    }
+    box.appendChild(el);
+  }
+}
+
+// --- the model panel --------------------------------------------------------------------------
+function modelTable(info) {
+  const rows = [["checkpoint", info.checkpoint], ["cell", info.cell], ["layers", info.num_layers],
+                ["hidden size", info.hidden_size], ["vocabulary", info.vocab_size],
+                ["parameters", info.parameters && info.parameters.toLocaleString()], ["step", info.step],
+                ["best val bits/char", info.best_val_bpc]];
+  for (const [k, v] of Object.entries(info.config || {})) rows.push([k, v]);
+  for (const [k, v] of Object.entries(info.metrics || {})) rows.push([k, typeof v === "number" ? +v.toFixed(4) : v]);
+  $("model-table").replaceChildren(...rows.filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => {
+    const tr = document.createElement("tr");
+    const a = document.createElement("td"), b = document.createElement("td");
+    a.textContent = k;
+    b.textContent = typeof v === "object" ? JSON.stringify(v) : String(v);
+    tr.append(a, b);
+    return tr;
+  }));
+}
+
+function options(select, items) {
+  select.replaceChildren(...items.map(([value, label]) => {
+    const o = document.createElement("option");
+    o.value = value;
+    o.textContent = label;
+    return o;
+  }));
+}
+
+// --- start ------------------------------------------------------------------------------------
+async function start() {
+  const info = await api("/api/info");
+  state.info = info;
+  $("model-summary").textContent = `${info.checkpoint}: ${info.cell.toUpperCase()} ${info.num_layers}×${info.hidden_size}`;
+  options($("layer"), [...Array(info.num_layers).keys()].map((l) => [l, l]));
+  options($("kind"), info.kinds.map((k) => [k.key, k.name]));
+  options($("feature"), info.features.map((f) => [f.name, `${f.name}: ${f.doc}`]));
+  $("unit").max = info.hidden_size - 1;
+  const files = await api("/api/files");
+  options($("files"), files.files.map((f) => [f.name, f.name]));
+  $("load-file").disabled = !files.files.length;
+  modelTable(info);
+
+  $("show-unit").addEventListener("click", guarded(() => showUnit(
+    {layer: Number($("layer").value), kind: $("kind").value, index: Number($("unit").value)})));
+  $("unit").addEventListener("keydown", (e) => { if (e.key === "Enter") $("show-unit").click(); });
+  $("rank").addEventListener("click", guarded(rank));
+  $("threshold").addEventListener("input", () => { $("threshold-value").textContent = $("threshold").value; });
+  $("threshold").addEventListener("change", guarded(runSelect));
+  $("pad").addEventListener("change", guarded(runSelect));
+  $("text").addEventListener("mouseup", guarded(async () => {
+    const span = selectedSpan();
+    if (!span) return;
+    state.selection = span;
+    await runSelect();
+  }));
+  $("text").addEventListener("mouseover", (ev) => hover(ev).catch((e) => status(e.message, true)));
+  $("text").addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+  $("upload").addEventListener("change", guarded(upload));
+  $("explore").addEventListener("click", guarded(() => explore($("new-text").value, $("new-text").dataset.name || "pasted text")));
+  $("load-file").addEventListener("click", guarded(async () => {
+    const t = await post("/api/text", {file: $("files").value});
+    await loadText(t.id);
+  }));
+  $("sample").addEventListener("click", guarded(sample));
+  $("stop").addEventListener("click", () => state.sampling && state.sampling.abort());
+  $("explore-sample").addEventListener("click", guarded(() => explore($("sample-out").textContent, "a sample")));
+
+  state.focus = {layer: 0, kind: info.kinds[0].key, index: 0};
+  await loadText(info.first_text);
+  document.body.dataset.ready = "1";
+}
+
+document.addEventListener("DOMContentLoaded", guarded(start));
