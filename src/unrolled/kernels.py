@@ -290,3 +290,109 @@ def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
 def prefers_kernel(layer, x: Tensor) -> bool:
     """Whether path="auto" runs `layer` on our kernels: only where the benchmark shows a win."""
     return False
+
+
+class StepSampler:
+    """Generation one character at a time with every buffer allocated once.
+
+    For a `CharLM` (embedding or one-hot input, L recurrent layers, linear head), batch B:
+
+        P^0_t = F[c_t] + h^0_{t-1} W_hh^0^T      F = E W_ih^0^T + b   (V, G*H), folded once
+        P^k_t = h^{k-1}_t W_ih^k^T + b + h^k_{t-1} W_hh^k^T              (k >= 1)
+        logits_t = h^{L-1}_t W_hy^T + b_y
+
+    The embedding and the first layer's input product fold into one table F, so reading a
+    character is a row lookup; every other product writes into a preallocated buffer and the
+    element-wise math runs in place, so a step allocates almost nothing. `logits(idx)` equals
+    `model(idx[:, None], state)` step by step (tests/test_kernels.py).
+    """
+
+    def __init__(self, model, batch: int = 1):
+        rnn = model.rnn
+        if rnn.bidirectional or not rnn.has_fast_path or getattr(rnn, "input_depth", 0) \
+                or getattr(rnn, "output_depth", 0):
+            raise ValueError("StepSampler needs a unidirectional layer without deep parts")
+        self.kind, self.B, H = rnn.kind, batch, rnn.hidden_size
+        self.H, self.L = H, rnn.num_layers
+        self.relu = getattr(rnn, "nonlinearity", "tanh") == "relu"
+        p = model.head.weight
+        kw = {"device": p.device, "dtype": p.dtype}
+        with torch.no_grad():
+            w_ih, w_hh, b_ih, b_hh = rnn.layer_weights(0)
+            table = model.embedding.weight if model.embedding is not None else torch.eye(len(model.vocab), **kw)
+            self.first = table @ w_ih.t()  # (V, G*H)
+            self.b = [self._bias(*rnn.layer_weights(k)[2:]) for k in range(self.L)]
+            if self.b[0] is not None:
+                self.first += self.b[0]
+            self.w_ih_t = [None] + [rnn.layer_weights(k)[0].t().contiguous() for k in range(1, self.L)]
+            self.w_hh_t = [rnn.layer_weights(k)[1].t().contiguous() for k in range(self.L)]  # (H, G*H)
+            self.b_hh = [rnn.layer_weights(k)[3] for k in range(self.L)]
+            self.head_w_t = model.head.weight.t().contiguous()  # (H, V)
+            self.head_b = model.head.bias
+        G = self.first.shape[1]
+        self.h = torch.zeros(self.L, batch, H, **kw)  # (L, B, H)
+        self.c = torch.zeros(self.L, batch, H, **kw)  # (L, B, H), LSTM only
+        self.pre = torch.empty(batch, G, **kw)  # (B, G*H) pre-activations
+        self.act = torch.empty(batch, G, **kw)  # (B, G*H) gate values
+        self.rec = torch.empty(batch, G, **kw)  # (B, G*H) GRU: the recurrent product
+        self.tmp = torch.empty(batch, H, **kw)
+        self.out = torch.empty(batch, self.head_w_t.shape[1], **kw)  # (B, V)
+
+    def _bias(self, b_ih, b_hh):
+        if b_ih is None:
+            return None
+        if self.kind == "gru":  # b_hh[n] sits inside r * (.), so only b_ih folds
+            return b_ih.detach().clone()
+        return (b_ih + b_hh).detach()
+
+    def reset(self, state=None) -> None:
+        """Start from zeros, or from a model state ((L, B, H), or (h, c) for the LSTM)."""
+        if state is None:
+            self.h.zero_(), self.c.zero_()
+        elif self.kind == "lstm":
+            self.h.copy_(state[0]), self.c.copy_(state[1])
+        else:
+            self.h.copy_(state)
+
+    @property
+    def state(self):
+        return (self.h, self.c) if self.kind == "lstm" else self.h
+
+    @torch.no_grad()
+    def logits(self, idx: Tensor) -> Tensor:
+        """idx (B,) long -> logits (B, V) for the next character; the state moves one step.
+        The result is a buffer overwritten by the next call."""
+        H, pre = self.H, self.pre
+        for k in range(self.L):
+            h = self.h[k]  # (B, H), this layer's state, updated in place
+            if k == 0:
+                torch.index_select(self.first, 0, idx, out=pre)  # (B, G*H)
+            elif self.b[k] is not None:
+                torch.addmm(self.b[k], self.h[k - 1], self.w_ih_t[k], out=pre)
+            else:
+                torch.mm(self.h[k - 1], self.w_ih_t[k], out=pre)
+            if self.kind == "gru":
+                self._gru(h, k)
+                continue
+            pre.addmm_(h, self.w_hh_t[k])
+            if self.kind == "rnn":
+                h.copy_(pre.relu_() if self.relu else pre.tanh_())
+                continue
+            act, c = self.act, self.c[k]
+            torch.sigmoid(pre, out=act)
+            torch.tanh(pre[:, 2 * H:3 * H], out=act[:, 2 * H:3 * H])
+            c.mul_(act[:, H:2 * H]).addcmul_(act[:, :H], act[:, 2 * H:3 * H])  # c = f c + i g
+            torch.mul(act[:, 3 * H:], torch.tanh(c, out=self.tmp), out=h)  # h = o tanh(c)
+        if self.head_b is not None:
+            return torch.addmm(self.head_b, self.h[-1], self.head_w_t, out=self.out)  # (B, V)
+        return torch.mm(self.h[-1], self.head_w_t, out=self.out)
+
+    def _gru(self, h: Tensor, k: int) -> None:
+        H, pre, rec = self.H, self.pre, self.rec
+        if self.b_hh[k] is not None:
+            torch.addmm(self.b_hh[k], h, self.w_hh_t[k], out=rec)  # (B, 3H)
+        else:
+            torch.mm(h, self.w_hh_t[k], out=rec)
+        rz = pre[:, :2 * H].add_(rec[:, :2 * H]).sigmoid_()  # (B, 2H)
+        n = pre[:, 2 * H:].addcmul_(rz[:, :H], rec[:, 2 * H:]).tanh_()  # (B, H)
+        h.sub_(n).mul_(rz[:, H:]).add_(n)  # h = n + z (h - n)

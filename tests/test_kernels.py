@@ -1,0 +1,182 @@
+"""Our sequence kernels against the readable path (float64, forward and every gradient), gradcheck
+on each autograd.Function, the sampling stepper against the model, and the bench command."""
+import json
+
+import pytest
+import torch
+
+import unrolled
+from conftest import B, D, H, T, V
+from unrolled.kernels import GRUSequence, LSTMSequence, RNNTanhSequence, StepSampler
+from unrolled.recurrent import LAYERS
+
+CASES = {
+    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
+    "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {}),
+}
+
+
+def _tuple(s):
+    return s if isinstance(s, tuple) else (s,)
+
+
+def _random_state(layer, requires_grad=True):
+    shape = (layer.num_layers * layer.num_directions, B, layer.hidden_size)
+    mk = lambda: torch.randn(*shape, dtype=torch.float64, requires_grad=requires_grad)  # noqa: E731
+    return (mk(), mk()) if layer.kind == "lstm" else mk()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_kernel_path_equals_readable(case, num_layers, bidirectional, bias):
+    kind, kw = CASES[case]
+    layer = LAYERS[kind](D, H, num_layers, bias=bias, bidirectional=bidirectional, **kw).double()
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    state = _random_state(layer)
+    dy = torch.randn(B, T, layer.output_size, dtype=torch.float64)
+    results = {}
+    for path in ("readable", "kernel"):
+        layer.path = path
+        out, final = layer(x, state)
+        # the loss reaches both the outputs and the final state, so every gradient path is used
+        loss = (out * dy).sum() + sum((s * s).sum() for s in _tuple(final))
+        inputs = [x, *_tuple(state), *layer.parameters()]
+        results[path] = (out, _tuple(final), torch.autograd.grad(loss, inputs))
+    (o1, f1, g1), (o2, f2, g2) = results["readable"], results["kernel"]
+    torch.testing.assert_close(o2, o1, rtol=0, atol=1e-12)
+    for a, b in zip(f2, f1):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert len(g1) == len(g2)
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_path_equals_torch_nn(case):
+    kind, kw = CASES[case]
+    ours = LAYERS[kind](D, H, 2, path="kernel", **kw).double()
+    theirs = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
+        D, H, 2, batch_first=True, **kw).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    (o1, s1), (o2, s2) = ours(x), theirs(x)
+    torch.testing.assert_close(o1, o2, rtol=0, atol=1e-12)
+    for a, b in zip(_tuple(s1), _tuple(s2)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def _weights(G, d_in=D, bias=True):
+    mk = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    return [mk(G * H, d_in), mk(G * H, H), mk(G * H) if bias else None, mk(G * H) if bias else None]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_each_function(bias):
+    x = torch.randn(T, B, D, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    for relu in (False, True):
+        assert torch.autograd.gradcheck(lambda *a: RNNTanhSequence.apply(*a, relu), (x, h0, *_weights(1, bias=bias)))
+    assert torch.autograd.gradcheck(LSTMSequence.apply, (x, h0, c0, *_weights(4, bias=bias)))
+    assert torch.autograd.gradcheck(GRUSequence.apply, (x, h0, *_weights(3, bias=bias)))
+
+
+def test_kernel_dropout_between_layers_only_in_training():
+    layer = unrolled.LSTM(D, H, 2, dropout=0.5, path="kernel").double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    layer.eval()
+    ref = unrolled.LSTM(D, H, 2, dropout=0.5, path="readable").double().eval()
+    ref.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x)[0], ref(x)[0], rtol=0, atol=1e-12)
+    layer.train()
+    torch.manual_seed(1)
+    a = layer(x)[0]
+    torch.manual_seed(2)
+    assert not torch.equal(a, layer(x)[0])  # dropout is live between the layers
+
+
+def test_kernel_path_with_lengths_falls_back_to_packing():
+    layer = unrolled.GRU(D, H, path="kernel").double()
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    lengths = torch.tensor([T, 1])
+    out, h = layer(x, lengths=lengths)
+    layer.path = "readable"
+    ref_out, ref_h = layer(x, lengths=lengths)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h, ref_h, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("embedding_size", [0, 4])
+def test_step_sampler_equals_model(cell, embedding_size):
+    from unrolled.config import ModelConfig
+    from unrolled.text import Vocabulary
+    vocab = Vocabulary.from_text("abcdefg")
+    assert len(vocab) == V
+    model = unrolled.CharLM(vocab, ModelConfig(cell=cell, hidden_size=H, num_layers=2,
+                                               embedding_size=embedding_size)).double().eval()
+    idx = torch.randint(0, V, (B, T))
+    start = model.zero_state(B)
+    start = tuple(torch.randn_like(s) for s in start) if cell == "lstm" else torch.randn_like(start)
+    ref, ref_state = model(idx, start)  # (B, T, V)
+    stepper = StepSampler(model, batch=B)
+    stepper.reset(start)
+    for t in range(T):
+        torch.testing.assert_close(stepper.logits(idx[:, t]), ref[:, t], rtol=0, atol=1e-12)
+    for a, b in zip(_tuple(stepper.state), _tuple(ref_state)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_auto_path_picks_a_path_that_equals_readable():
+    for kind in LAYERS:
+        layer = LAYERS[kind](D, H, 2).double()
+        assert layer.path == "auto"
+        x = torch.randn(B, T, D, dtype=torch.float64)
+        out = layer(x)[0]
+        layer.path = "readable"
+        torch.testing.assert_close(out, layer(x)[0], rtol=0, atol=1e-12)
+
+
+def test_flops_per_char_counts_the_products():
+    from unrolled.bench import flops_per_char
+    # LSTM, D=4, H=5, 2 layers, V=7: layer 0 2*(4+5)*20, layer 1 2*(5+5)*20, head 2*5*7
+    f = flops_per_char("lstm", H, 2, D, V)
+    assert f["forward"] == 2 * 9 * 20 + 2 * 10 * 20 + 2 * 5 * 7
+    assert f["train"] == 3 * f["forward"]
+
+
+def test_bench_goals_read_the_result():
+    from unrolled.bench import goals
+    row = {"cell": "lstm", "hidden": 256, "layers": 2, "batch": 64, "seq": 100,
+           "speedup": {"unrolled": 1.02}, "fraction_of_peak": {"unrolled": 0.7}}
+    got = {g["goal"]: g["met"] for g in goals({"train": [row]})}
+    assert got == {"train lstm 256x2 b64 t100: unrolled >= 1.0x torch": True,
+                   "train lstm 256x2 b64 t100: >= 75% of the matmul peak": False}
+
+
+def test_bench_command_runs_a_part_and_prints_json(capsys, monkeypatch):
+    import unrolled.bench as bench
+    monkeypatch.setattr(bench, "corpus_text", lambda max_chars=0: "to be or not to be\n" * 50)
+    from unrolled.cli import main
+    assert main(["bench", "--only", "sample", "--json", "--repeats", "1", "--threads", "1", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["machine"]["threads"] == 1
+    assert result["matmul"]["peak_gflops"] > 0
+    assert [r["batch"] for r in result["sample"]] == [1, 64]
+    assert all(v > 0 for r in result["sample"] for v in r["chars_per_s"].values())
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--threads", "0"], "--threads"),
+    (["bench", "--repeats", "0"], "--repeats"),
+    (["bench", "--bf16", "--device", "cpu"], "--bf16"),
+])
+def test_bench_bad_flags_end_in_one_sentence(argv, words, capsys):
+    from unrolled.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unrolled: error: ") and words in err and "Traceback" not in err
