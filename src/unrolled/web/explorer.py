@@ -66,6 +66,7 @@ class TextEntry:
     language: str
     recordings: dict[str, Recording] = field(default_factory=dict)  # state kind -> its group's recording
     features: dict[str, np.ndarray] = field(default_factory=dict)  # feature name -> labels
+    saturation: dict | None = None  # gate_saturation of the gates, measured before float16 storage
     lock: threading.Lock = field(default_factory=threading.Lock)  # one recording at a time
 
 
@@ -167,6 +168,8 @@ class Explorer:
                 streams = -(-N // self.stream_chars)  # ceil: streams of at most stream_chars
                 rec = record(self.model, entry.text, keys=group, probs=(group[0] == "h"), streams=streams,
                              window=256, warmup=self.warmup if streams > 1 else 0, name=entry.name)
+                if any(k in SIGMOID_GATES[self.kind] for k in group):
+                    entry.saturation = gate_saturation(rec)  # exact: a gate at 0.9001 is above 0.9
                 rec.states = {k: v.astype(np.float16) for k, v in rec.states.items()}
                 for k in group:
                     entry.recordings[k] = rec
@@ -307,11 +310,10 @@ class Explorer:
         if not gates:
             return {"text": entry.id, "gates": [], "note": "a vanilla RNN has no gates"}
         out = []
-        for g in gates:
-            sat = gate_saturation(self.recording(entry, g))
-            for name, s in sat.items():
-                out.append({"gate": s["gate"], "layer": s["layer"], "left": _rounded(s["left"]),
-                            "right": _rounded(s["right"])})
+        self.recording(entry, gates[0])  # records the gates (together) if they are not yet
+        for s in entry.saturation.values():
+            out.append({"gate": s["gate"], "layer": s["layer"], "left": _rounded(s["left"]),
+                        "right": _rounded(s["right"])})
         return {"text": entry.id, "gates": out, "low": 0.1, "high": 0.9}
 
     def info(self) -> dict:

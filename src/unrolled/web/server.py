@@ -108,12 +108,16 @@ def serve(checkpoint: str, text: str | None = None, host: str = "127.0.0.1", por
     # intra-op threads cost more than they give, and concurrent requests already run in their
     # own worker threads: one thread each is many times faster on a busy machine.
     torch.set_num_threads(1)
-    explorer, _ = build_explorer(checkpoint, text, max_chars)
+    sock = bind(host, port)  # first: a port in use is reported before the model is loaded
+    try:
+        explorer, _ = build_explorer(checkpoint, text, max_chars)
+    except BaseException:
+        sock.close()
+        raise
     allowed = LOOPBACK_NAMES if is_loopback(host) else None
     if allowed is None:
         print(f"unrolled serve: warning: listening on {host}, reachable from other machines; "
               "the viewer has no login", file=sys.stderr)
-    sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{actual}/"
