@@ -84,6 +84,7 @@ async function loadText(id) {
   const b = await api(`/api/bits?${q({text: t.id})}`);
   $("bits").textContent = b.bits_per_char === null ? "" : `${b.bits_per_char} bits/char`;
   status("");
+  $("text").dataset.textId = t.id;  // loaded: coloured and measured
   loadSaturation().catch((e) => status(e.message, true));
 }
 
@@ -184,7 +185,7 @@ async function runSelect() {
     for (let i = m.start; i < m.end; i++) if (!state.spans[i].classList.contains("sel")) state.spans[i].classList.add("match");
     const li = document.createElement("li");
     const code = document.createElement("code");
-    code.textContent = m.snippet;
+    code.textContent = m.snippet.replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192");  // ↵ and → keep it on one line
     li.append(`${m.start}..${m.end} `, code, ` ${m.intersection}/${units.length} on`);
     li.addEventListener("click", () => state.spans[m.start].scrollIntoView({block: "center"}));
     list.appendChild(li);
@@ -205,7 +206,8 @@ async function rank() {
     const li = document.createElement("li");
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = ` ${r.metric} ${row.score.toFixed(3)}`;
+    // sign -1: the unit is low where the feature is high (AUC < 0.5, r < 0): as informative
+    score.textContent = ` ${r.metric} ${row.score.toFixed(3)}${row.sign < 0 ? " (low inside)" : ""}`;
     li.append(unitButton(u), score);
     list.appendChild(li);
   }
@@ -306,7 +308,9 @@ async function loadSaturation() {
         el.appendChild(svg("circle", {cx: m + g.right[j] * plot, cy: 8 + plot - g.left[j] * plot, r: 2,
                                       fill: col, "fill-opacity": 0.6}));
       }
-      el.appendChild(svg("text", {x: lx, y: 20, fill: col, style: `fill:${col}`}, g.gate));
+      const label = svg("text", {x: lx, y: 20}, g.gate);
+      label.style.fill = col;  // CSSOM, which the page's Content-Security-Policy allows (a style attribute it does not)
+      el.appendChild(label);
       lx += 12;
     }
     box.appendChild(el);

@@ -1,0 +1,200 @@
+"""The viewer end to end: a real `unrolled serve` process and Debian's Chromium driven by Playwright.
+
+Open the page, pick a unit and see the characters coloured as its values say, rank units for a
+feature, drag over a span and get the units that fire on it and the places they fire again,
+hover for the top-5 guesses, sample text as it streams, explore a pasted text. A screenshot goes
+to test-artifacts/viewer.png.
+
+The docs' screenshot comes from the same test on the committed model (see docs/viewer.md):
+UNROLLED_VIEWER_CHECKPOINT, UNROLLED_VIEWER_TEXT and UNROLLED_VIEWER_SCREENSHOT override the
+tiny model, the text and the screenshot's path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+from unrolled.checkpoint import load  # noqa: E402
+from unrolled.sample import sample  # noqa: E402
+from web_model import c_like, tiny_run  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    exe = shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium is not installed here (apt-get install -y chromium); .ci/run installs it")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    checkpoint = os.environ.get("UNROLLED_VIEWER_CHECKPOINT") or str(tiny_run())
+    text_file = os.environ.get("UNROLLED_VIEWER_TEXT")
+    if not text_file:
+        text_file = tmp_path_factory.mktemp("browser") / "example.c"
+        text_file.write_text(c_like(1_500, seed=2), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "unrolled", "serve", checkpoint, "--text", str(text_file),
+                             "--port", "0", "--max-chars", "6000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("unrolled serve: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
+        yield line.split()[2].rstrip("/"), checkpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def colour(v: float, lo: float, hi: float) -> str:
+    """The page's blue-white-red scale, as the browser reports it."""
+    mid, half = (lo + hi) / 2, (hi - lo) / 2 or 1
+    t = max(-1.0, min(1.0, (v - mid) / half))
+    w = round(255 * (1 - abs(t)))
+    return f"rgb(255, {w}, {w})" if t >= 0 else f"rgb({w}, {w}, 255)"
+
+
+def backgrounds(page, positions) -> list[str]:
+    return page.evaluate("(ps) => ps.map((i) => getComputedStyle(document.querySelectorAll('#text span')[i]).backgroundColor)",
+                         positions)
+
+
+def test_viewer_in_chromium(chromium, served):
+    base, checkpoint = served
+    info = api(base, "/api/info")
+    tid = info["first_text"]
+    text = api(base, f"/api/text?id={tid}")["text"]
+    page = chromium.new_page(viewport={"width": 1500, "height": 950})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(base + "/")
+    page.wait_for_selector(f"body[data-ready='1'] #text[data-text-id='{tid}']", timeout=60_000)
+    spans = page.locator("#text span")
+    assert spans.count() == len(text)
+    assert page.locator("#text").inner_text() == text
+
+    # 1) pick a unit: the characters take the colours of its values
+    H = info["hidden_size"]
+    unit = min(5, H - 1)
+    page.select_option("#kind", "c")
+    page.select_option("#layer", str(info["num_layers"] - 1))
+    page.fill("#unit", str(unit))
+    page.click("#show-unit")
+    name = f"c{info['num_layers'] - 1}:{unit}"
+    page.wait_for_selector(f"#text[data-unit='{name}']")
+    a = api(base, f"/api/activations?text={tid}&layer={info['num_layers'] - 1}&kind=c&units={unit}")
+    values, (lo, hi) = a["units"][0]["values"], a["range"]
+    probe = list(range(0, len(text), max(1, len(text) // 40)))
+    assert backgrounds(page, probe) == [colour(values[i], lo, hi) for i in probe]
+    assert len(set(backgrounds(page, probe))) > 5  # coloured, not all white
+
+    # 2) rank the units for a feature, click the best: it colours the text
+    page.select_option("#kind", "h")
+    page.select_option("#feature", "in_comment")
+    page.click("#rank")
+    page.wait_for_selector("#ranked li button")
+    best = page.locator("#ranked li button").first
+    best_name = best.inner_text()
+    best.click()
+    page.wait_for_selector(f"#text[data-unit='{best_name}']")
+
+    # 3) select a span by dragging: units on across it and off around it, and where they fire again.
+    #    Which spans select something depends on the model, so ask the API for one first.
+    page.select_option("#layer", "0")
+    span = None
+    for start in range(3, len(text) - 8, 7):
+        r = api(base, "/api/select", {"text": tid, "start": start, "end": start + 3, "layer": 0, "kind": "h",
+                                      "threshold": 0.3, "pad": 1})
+        if r["units"] and len(r["matches"]) > 1 and "\n" not in text[start - 1:start + 4]:
+            span = r
+            break
+    assert span is not None, "no span of three characters selects a unit that fires elsewhere too"
+    first, last = spans.nth(span["start"]).bounding_box(), spans.nth(span["end"] - 1).bounding_box()
+    page.mouse.move(first["x"] + 1, first["y"] + first["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(last["x"] + last["width"] / 2, last["y"] + last["height"] / 2, steps=5)
+    page.mouse.move(last["x"] + last["width"] - 1, last["y"] + last["height"] / 2, steps=2)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelectorAll('#selected-units button').length > 0", timeout=30_000)
+    assert f"span {span['start']}..{span['end']}" in page.inner_text("#selection")
+    assert page.locator("#selected-units button").all_inner_texts() == [u["unit"] for u in span["units"]]
+    assert page.locator("#matches li").count() == len(span["matches"])
+    assert page.locator("#text span.sel").count() == 3
+    assert page.locator("#text span.match").count() > 0
+    page.evaluate("window.getSelection().removeAllRanges()")
+
+    # 4) hover a character: the model's top-5 guesses for the next one
+    box = spans.nth(20).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#tooltip:not([hidden])")
+    tip = page.inner_text("#tooltip")
+    top = api(base, f"/api/predictions?text={tid}&start=20")["positions"][0]["top"]
+    assert tip.startswith("after ") and tip.count("%") >= 5 and json.dumps(top[0][0]) in tip
+
+    # 5) sample: the text streams into the page and is what the library samples with that seed
+    page.fill("#prime", "int ")
+    page.fill("#temperature", "0.9")
+    page.fill("#length", "120")
+    page.fill("#seed", "3")
+    page.click("#sample")
+    page.wait_for_selector("#sample-out[data-state='done']", timeout=60_000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server runs
+    try:
+        want = sample(load(checkpoint), length=120, temperature=0.9, prime="int ", seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert page.inner_text("#sample-out") == want
+    assert page.locator("#saturation svg").count() == info["num_layers"]
+
+    shot = Path(os.environ.get("UNROLLED_VIEWER_SCREENSHOT") or ARTIFACTS / "viewer.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+
+    # 6) paste a new text and explore it
+    pasted = text[:300]
+    page.fill("#new-text", pasted)
+    page.click("#explore")
+    pasted_id = hashlib.sha256(pasted.encode()).hexdigest()[:16]
+    page.wait_for_selector(f"#text[data-text-id='{pasted_id}']", timeout=30_000)
+    assert spans.count() == len(pasted) and page.inner_text("#text-name").startswith("pasted text")
+    # and a text too large for the server is refused with its sentence, in the status line
+    page.fill("#new-text", "a" * (info["limits"]["max_chars"] + 1))
+    page.click("#explore")
+    page.wait_for_selector("#status.error")
+    assert "limit" in page.inner_text("#status"), (page.inner_text("#status"), page.get_attribute("#status", "class"), errors)
+    assert not errors, errors
+    page.close()
