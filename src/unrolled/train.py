@@ -35,16 +35,20 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from unrolled import checkpoint as ckpt_io
+from unrolled import distributed as ddp
 from unrolled.config import Config, TrainConfig, part_of
 from unrolled.errors import UserError
 from unrolled.evaluate import evaluate_tokens, summarize
 from unrolled.lm import CharLM
 from unrolled.recurrent import detach_state
+from unrolled.prepare import is_prepared, load_prepared
 from unrolled.text import TokenStreams, Vocabulary, read_corpus, split, to_tokens
 
 LN2 = math.log(2)
+STOPS = (None, "max_steps", "max_epochs", "max_minutes", "early_stopping", "interrupted")
 
 # Settings a resumed run may change (limits, reporting, where it runs); anything else is fixed.
 RESUMABLE = {"max_steps", "max_epochs", "max_minutes", "eval_every", "early_stopping", "log_every",
@@ -139,6 +143,18 @@ def tbptt_loss(model: CharLM, x: torch.Tensor, y: torch.Tensor, state, stride: i
     return loss, detach_state(s_mid)
 
 
+class WindowLoss(nn.Module):
+    """`tbptt_loss` as one module call: DistributedDataParallel syncs gradients of what runs
+    inside its wrapped module's forward, and a window may run the layer twice (k1 < k2)."""
+
+    def __init__(self, model: CharLM, stride: int):
+        super().__init__()
+        self.model, self.stride = model, stride
+
+    def forward(self, x, y, state):
+        return tbptt_loss(self.model, x, y, state, self.stride)
+
+
 # --- data ----------------------------------------------------------------------------------------
 @dataclass
 class Data:
@@ -149,12 +165,23 @@ class Data:
     fingerprint: dict
 
 
-def fingerprint(tokens: np.ndarray) -> dict:
-    return {"chars": int(len(tokens)), "crc32": zlib.crc32(np.ascontiguousarray(tokens).tobytes())}
+def fingerprint(tokens: np.ndarray, chunk: int = 1 << 24) -> dict:
+    crc = 0
+    for i in range(0, len(tokens), chunk):  # in chunks: a memory-mapped corpus may not fit in memory
+        crc = zlib.crc32(np.ascontiguousarray(tokens[i:i + chunk]).tobytes(), crc)
+    return {"chars": int(len(tokens)), "crc32": crc}
 
 
 def prepare_data(cfg: Config, vocab: Vocabulary | None = None, what: str = "the training text") -> Data:
     d = cfg.data
+    fractions = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
+    if len(d.paths) == 1 and is_prepared(d.paths[0]):  # a corpus made by `unrolled prepare`: memory-mapped
+        prepared = load_prepared(d.paths[0])
+        if vocab is not None and vocab != prepared.vocab:
+            raise UserError(f"the prepared corpus {d.paths[0]} has another vocabulary than the checkpoint; "
+                            "prepare the text again or train without --init-from")
+        train, val, test = split(prepared.tokens, fractions)
+        return Data(prepared.vocab, train, val, test, fingerprint(prepared.tokens))
     text = read_corpus(d.paths, byte_level=d.byte_level)
     if vocab is None:
         vocab = Vocabulary.from_text(text)
@@ -163,23 +190,25 @@ def prepare_data(cfg: Config, vocab: Vocabulary | None = None, what: str = "the 
                         f"({'bytes' if vocab.byte_level else 'characters'})")
     ids = vocab.encode(text, unknown=d.unknown, replacement=d.replacement, what=what)
     tokens = to_tokens(ids, len(vocab))
-    train, val, test = split(tokens, (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction))
+    train, val, test = split(tokens, fractions)
     return Data(vocab, train, val, test, fingerprint(tokens))
 
 
-def make_streams(tokens, t: TrainConfig) -> TokenStreams:
-    n = len(tokens)
+def make_streams(tokens, t: TrainConfig, group: ddp.Group = ddp.SINGLE) -> ddp.RankStreams:
+    """This process's B of the W * B parallel streams (W = 1 without torchrun)."""
+    n, rows = len(tokens), t.batch_size * group.world_size
     if t.bptt == "full":
-        row = (n - 1) // t.batch_size
+        row = (n - 1) // rows
         if row < 1:
-            raise UserError(f"the training text ({n} characters) is too short for --batch-size {t.batch_size}; "
+            raise UserError(f"the training text ({n} characters) is too short for --batch-size {t.batch_size}"
+                            f"{f' x {group.world_size} processes' if group.active else ''}; "
                             "use a smaller batch or more text")
-        return TokenStreams(tokens, t.batch_size, row)
-    streams = TokenStreams(tokens, t.batch_size, t.seq_len, t.stride)
+        return ddp.RankStreams(tokens, t.batch_size, row, None, group)
+    streams = ddp.RankStreams(tokens, t.batch_size, t.seq_len, t.stride, group)
     if len(streams) == 0:
         raise UserError(f"the training text ({n} characters) is too short for --batch-size {t.batch_size} "
-                        f"x --seq-len {t.seq_len} (it needs at least {t.batch_size * t.seq_len + 1}); "
-                        "use smaller values or more text")
+                        f"x --seq-len {t.seq_len}{f' x {group.world_size} processes' if group.active else ''} "
+                        f"(it needs at least {rows * t.seq_len + 1}); use smaller values or more text")
     return streams
 
 
@@ -253,8 +282,10 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
     """
     cfg, saved = _resolve_config(config, overrides)
     t = cfg.train
-    say = print if t.progress else (lambda *a, **k: None)
     device = pick_device(t.device)
+    group = ddp.setup(device)  # a group of one unless started by torchrun
+    device = ddp.device_for(group, device)
+    say = print if t.progress and group.is_main else (lambda *a, **k: None)  # rank 0 speaks and writes
 
     # 1) data and vocabulary (the checkpoint's, when continuing or fine-tuning)
     init = None
@@ -270,12 +301,12 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
     if saved is not None and saved.state.get("data", {}).get("fingerprint") != data.fingerprint:
         raise UserError(f"the text of run {t.resume} changed since it started (different length or contents); "
                         "resume needs the same text, or start a new run with --init-from")
-    streams = make_streams(data.train, t)
+    streams = make_streams(data.train, t, group)
     val_batch = min(t.batch_size, 64)
 
     # 2) run directory
     run_dir = Path(t.resume) if saved is not None else Path(t.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
-    if saved is None:
+    if saved is None and group.is_main:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise UserError(f"--out {run_dir} already holds files; pass --resume {run_dir} to continue that run, "
                             "or choose another --out")
@@ -310,19 +341,30 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
             st[key] = saved.state["loop"][key]
         carry = ckpt_io.state_from_tensors(saved.tensors)
         if carry is not None:
+            rows = (carry[0] if isinstance(carry, tuple) else carry).shape[1]
+            if rows != t.batch_size * group.world_size:
+                raise UserError(f"run {run_dir} carries {rows} streams; resume it with processes x --batch-size "
+                                f"= {rows} (now {group.world_size} x {t.batch_size})")
+            carry = ddp.rank_state(carry, group, t.batch_size)
             carry = tuple(s.to(device) for s in carry) if isinstance(carry, tuple) else carry.to(device)
         ckpt_io.restore_rng(saved.tensors)
         say(f"resuming {run_dir} at step {st['step']} (epoch {st['epoch']}, window {st['window']})")
-    else:
+    elif group.is_main:
         (run_dir / "config.json").write_text(_json(cfg.to_dict()))
 
     say(f"unrolled train: {len(data.vocab)} symbols, {len(data.train):,} train / {len(data.val):,} val / "
         f"{len(data.test):,} test characters, {model.num_parameters():,} parameters on {device}")
+    if group.active:
+        say(f"DistributedDataParallel ({group.backend}): {group.world_size} processes x batch {t.batch_size} = "
+            f"effective batch {group.world_size * t.batch_size} streams; lr {t.lr:g} (not scaled: each update "
+            "is the mean over all streams)")
     say(cfg.describe())
 
-    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if group.is_main else None
 
     def log(row: dict) -> None:
+        if metrics_file is None:
+            return
         metrics_file.write(_json(row, indent=None) + "\n")
         metrics_file.flush()
 
@@ -340,6 +382,9 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         return nats / count / LN2 if count else None
 
     def save(name: str, metrics: dict) -> None:
+        whole_carry = ddp.gather_state(carry, group)  # every rank's rows (a collective: all ranks call save)
+        if not group.is_main:
+            return
         opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(optimizer)
         state = {
             "config": cfg.to_dict(), "vocab": data.vocab.to_json(),
@@ -352,7 +397,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
                          "plateau_scale": st["plateau_scale"]},
             "loop": dict(st), "optimizer": opt_meta,
         }
-        tensors = {**ckpt_io.state_to_tensors(carry), **ckpt_io.rng_to_tensors()}
+        tensors = {**ckpt_io.state_to_tensors(whole_carry), **ckpt_io.rng_to_tensors()}
         ckpt_io.save(run_dir / name, state, model.state_dict(), opt_tensors, tensors)
 
     def evaluate_and_save(final: bool) -> dict:
@@ -388,7 +433,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         return sum(recent) / len(recent) / LN2 if recent else None
 
     bar = None
-    if t.progress:
+    if t.progress and group.is_main:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=st["step"], unit="step", dynamic_ncols=True,
                    disable=None, file=sys.stderr)
@@ -396,6 +441,10 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
     stopped, last_eval_step = None, (st["step"] if saved is not None else -1)
     t_start = time.perf_counter() - st["elapsed_s"]
     chars_done, t_rate = 0, time.perf_counter()
+    window_loss = WindowLoss(model, streams.stride)
+    if group.active:  # gradients are averaged over ranks during backward
+        window_loss = nn.parallel.DistributedDataParallel(
+            window_loss, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
     with _Interrupt() as interrupt:
         while True:
@@ -409,6 +458,8 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
                 stopped = "early_stopping"
             elif interrupt.requested:
                 stopped = "interrupted"
+            if group.active:  # time limits and Ctrl-C differ between processes: rank 0 decides for all
+                stopped = STOPS[ddp.agree(STOPS.index(stopped), group)]
             if stopped:
                 break
             if st["window"] >= per_epoch:  # a new pass: the streams restart, so does the state
@@ -419,9 +470,9 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
             x, y = w.x.to(device), w.y.to(device)  # (B, k2)
 
             lr = learning_rate(t, st["step"], progress_fraction(st["elapsed_s"]), st["plateau_scale"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, carry = tbptt_loss(model, x, y, carry, streams.stride)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            loss, carry = window_loss(x, y, carry)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = clip_gradients(model.parameters(), t)
@@ -431,7 +482,8 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
 
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                metrics_file.close()
+                if metrics_file is not None:
+                    metrics_file.close()
                 if bar is not None:
                     bar.close()
                 raise UserError(f"the training loss became {loss_value} at step {st['step']}; lower --lr "
@@ -439,7 +491,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
                                 "before it is kept)")
             recent.append(loss_value)
             del recent[:-t.log_every]
-            chars_done += x.shape[0] * min(streams.stride, x.shape[1])
+            chars_done += x.shape[0] * group.world_size * min(streams.stride, x.shape[1])
             if st["step"] % t.log_every == 0:
                 now = time.perf_counter()
                 cps = chars_done / max(now - t_rate, 1e-9)
@@ -472,7 +524,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         metrics = {"val_bpc": st["best_val_bpc"], "best_val_bpc": st["best_val_bpc"], "train_bpc": recent_bpc()}
     result = {"train_bpc": recent_bpc(), "val_bpc": metrics.get("val_bpc"), "best_val_bpc": st["best_val_bpc"],
               "steps": st["step"], "minutes": st["elapsed_s"] / 60, "stopped": stopped}
-    if stopped != "interrupted" and len(data.test) >= 2:
+    if stopped != "interrupted" and len(data.test) >= 2 and group.is_main:
         best = run_dir / ("best" if (run_dir / "best").exists() else "last")
         tested = ckpt_io.load(best, device=device)
         result.update({f"test_{k}": v for k, v in
@@ -480,7 +532,9 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         result["test_bpc"] = result.pop("test_bits_per_char")
         log({"step": st["step"], "epoch": st["epoch"], "split": "test", "loss": result["test_nats_per_char"],
              "bpc": result["test_bpc"], "checkpoint": best.name, "time_s": st["elapsed_s"]})
-    metrics_file.close()
+    if metrics_file is not None:
+        metrics_file.close()
+    ddp.teardown(group)
     model.eval()
     model.vocab = data.vocab
     _print_summary(say, run_dir, result)
