@@ -1,0 +1,151 @@
+"""Checkpoints: round trips, atomic writes, damaged or foreign checkpoints, no pickle."""
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from unrolled import checkpoint as ck
+from unrolled.config import Config, ModelConfig
+from unrolled.errors import UserError
+from unrolled.lm import CharLM
+from unrolled.text import Vocabulary
+
+CHARS = "abcdé\n "  # V = 7
+
+
+def make_model(cell="lstm", embedding_size=4):
+    torch.manual_seed(0)
+    return CharLM(Vocabulary.from_text(CHARS), ModelConfig(cell=cell, hidden_size=5, num_layers=2,
+                                                           embedding_size=embedding_size))
+
+
+def write(path, model, optimizer=None, carry=None, **state):
+    tensors, meta = ck.optimizer_to_flat(optimizer) if optimizer else ({}, {})
+    cfg = Config(model=model.config)
+    return ck.save(path, {"config": cfg.to_dict(), "vocab": model.vocab.to_json(), "step": 3,
+                          "optimizer": meta, **state},
+                   model.state_dict(), tensors, {**ck.state_to_tensors(carry), **ck.rng_to_tensors()})
+
+
+@pytest.mark.parametrize("cell, emb", [("lstm", 4), ("gru", 0), ("rnn", 3)])
+def test_model_round_trip(tmp_path, cell, emb):
+    m = make_model(cell, emb)
+    write(tmp_path / "ck", m)
+    loaded = ck.load(tmp_path / "ck")
+    x = torch.randint(0, 7, (2, 3))  # (B, T)
+    torch.testing.assert_close(loaded(x)[0], m(x)[0], rtol=0, atol=0)
+    assert loaded.vocab == m.vocab and loaded.config == m.config and not loaded.training
+
+
+def test_optimizer_and_carried_state_round_trip(tmp_path):
+    m = make_model()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m(torch.randint(0, 7, (2, 3)))[0].sum().backward()
+    opt.step()
+    carry = (torch.randn(2, 2, 5), torch.randn(2, 2, 5))  # (L, B, H) each
+    write(tmp_path / "ck", m, opt, carry)
+    c = ck.read(tmp_path / "ck")
+    opt2 = torch.optim.Adam(make_model().parameters(), lr=1.0)
+    opt2.load_state_dict(ck.optimizer_from_flat(c.optimizer, c.state["optimizer"]))
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"]
+    for k in a["state"]:
+        for key in a["state"][k]:
+            assert torch.equal(a["state"][k][key], b["state"][k][key])
+    h, cc = ck.state_from_tensors(c.tensors)
+    assert torch.equal(h, carry[0]) and torch.equal(cc, carry[1])
+
+
+def test_a_run_directory_resolves_to_best_then_last(tmp_path):
+    m = make_model()
+    write(tmp_path / "run" / "last", m)
+    assert ck.resolve(tmp_path / "run") == tmp_path / "run" / "last"
+    write(tmp_path / "run" / "best", m)
+    assert ck.resolve(tmp_path / "run") == tmp_path / "run" / "best"
+    assert ck.resolve(tmp_path / "run", prefer="last") == tmp_path / "run" / "last"
+    assert ck.resolve(tmp_path / "run" / "best" / "model.safetensors") == tmp_path / "run" / "best"
+
+
+def test_overwrite_is_atomic_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    m = make_model()
+    write(tmp_path / "ck", m, step_marker="old")
+    real = ck.save_file
+    calls = []
+
+    def failing(tensors, filename):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(tensors, filename)
+
+    monkeypatch.setattr(ck, "save_file", failing)
+    with pytest.raises(OSError):
+        write(tmp_path / "ck", m, step_marker="new")
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["step_marker"] == "old"  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary directory left
+    monkeypatch.setattr(ck, "save_file", real)
+    write(tmp_path / "ck", m, step_marker="new")
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["step_marker"] == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_missing_truncated_or_foreign_checkpoints(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        ck.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a checkpoint"):
+        ck.load(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="not a checkpoint"):
+        ck.load(tmp_path / "notes.txt")
+
+    m = make_model()
+    write(tmp_path / "t", m)
+    f = tmp_path / "t" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(UserError, match="damaged: model.safetensors has .* bytes"):
+        ck.load(tmp_path / "t")
+
+    write(tmp_path / "j", m)
+    s = tmp_path / "j" / "state.json"
+    s.write_text(s.read_text()[:40])
+    with pytest.raises(UserError, match="state.json cannot be read"):
+        ck.load(tmp_path / "j")
+
+    write(tmp_path / "other", m)
+    s = tmp_path / "other" / "state.json"
+    s.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(UserError, match="not an unrolled checkpoint"):
+        ck.load(tmp_path / "other")
+
+    write(tmp_path / "future", m)
+    s = tmp_path / "future" / "state.json"
+    s.write_text(s.read_text().replace('"version": 1', '"version": 99'))
+    with pytest.raises(UserError, match="version 99"):
+        ck.load(tmp_path / "future")
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    m = make_model()
+    write(tmp_path / "ck", m)
+
+    def refuse(*a, **k):
+        raise AssertionError("unpickling is not allowed")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    ck.load(tmp_path / "ck")
+    ck.read(tmp_path / "ck")
+    ck.describe(tmp_path / "ck")
+
+
+def test_describe_names_everything(tmp_path):
+    m = make_model()
+    write(tmp_path / "ck", m, carry=(torch.zeros(2, 2, 5), torch.zeros(2, 2, 5)))
+    d = ck.describe(tmp_path / "ck")
+    assert d["vocab"]["size"] == 7 and d["step"] == 3 and d["parameters"] == m.num_parameters()
+    assert d["carried_state"] == {"carry.h": [2, 2, 5], "carry.c": [2, 2, 5]} and d["rng"] == ["rng.cpu"]
+    shutil.rmtree(tmp_path / "ck")
