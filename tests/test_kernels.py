@@ -180,3 +180,23 @@ def test_bench_bad_flags_end_in_one_sentence(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("unrolled: error: ") and words in err and "Traceback" not in err
+
+
+def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch):
+    import unrolled.kernels as kernels
+    calls = []
+    real = kernels.run_layers
+    monkeypatch.setattr(kernels, "run_layers", lambda *a: calls.append(a[0].kind) or real(*a))
+    x = torch.randn(B, T, D)
+    for kind in LAYERS:
+        LAYERS[kind](D, H)(x)
+    assert calls == sorted(k for k, dev in kernels.KERNEL_WINS if dev == "cpu")
+
+
+def test_tanh_as_sigmoid_equals_tanh():
+    from unrolled.kernels import tanh_, tanh_into
+    x = torch.linspace(-30, 30, 2001, dtype=torch.float64)
+    torch.testing.assert_close(tanh_into(x, torch.empty_like(x)), torch.tanh(x), rtol=0, atol=1e-15)
+    torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), rtol=0, atol=1e-15)
+    x32 = x.float()
+    torch.testing.assert_close(tanh_(x32.clone()), torch.tanh(x32), rtol=0, atol=3e-7)

@@ -88,7 +88,9 @@ def interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, list
 
 def matmul_peak(device: torch.device, repeats: int) -> dict:
     """The matrix-multiply peak of this machine, measured now: GFLOP/s of C = A B (float32) for a
-    large square product and for the batch-shaped products the models do (B x H) (H x 4H)."""
+    large square product and for the shapes the models do: one step (B x H)(H x 4H) and a whole
+    sequence at once (B*T x H)(H x 4H). Each is the median of the repeats; the peak is the best
+    of them, so the fraction of the peak a model reaches is never flattered."""
     out = {}
     for name, (m, k, n) in {"square_1024": (1024, 1024, 1024), "b64_h256_4h": (64, 256, 1024),
                             "b6400_h256_4h": (6400, 256, 1024)}.items():
@@ -105,6 +107,18 @@ def matmul_peak(device: torch.device, repeats: int) -> dict:
 
 
 # --- the models --------------------------------------------------------------------------------------
+def elementwise(device: torch.device, repeats: int) -> dict:
+    """Nanoseconds per float32 element of the activations, over a (100, 64, 256) tensor: torch.tanh
+    against torch.sigmoid and the kernels' tanh as 2 sigmoid(2x) - 1 (why they use it)."""
+    from unrolled.kernels import tanh_into
+    x = torch.randn(100, 64, 256, device=device)
+    out = torch.empty_like(x)
+    fns = {"tanh": lambda: torch.tanh(x, out=out), "sigmoid": lambda: torch.sigmoid(x, out=out),
+           "tanh_as_sigmoid": lambda: tanh_into(x, out)}
+    times = interleaved(fns, repeats, device)
+    return {f"{n}_ns_per_element": round(statistics.median(t) / x.numel() * 1e9, 3) for n, t in times.items()}
+
+
 def flops_per_char(cell: str, H: int, L: int, D: int, V: int) -> dict:
     """Matrix FLOPs per character: forward sum_l 2 (D_l + H) G H + 2 H V; training 3x forward."""
     G = GATES[cell]
@@ -394,6 +408,8 @@ def run(s: Settings) -> dict:
     peak = matmul_peak(device, s.n_repeats)
     result["matmul"] = {k: round(v, 1) for k, v in peak.items()}
     print(f"  matmul peak {peak['peak_gflops']:.1f} GFLOP/s", file=sys.stderr)
+    result["elementwise"] = elementwise(device, s.n_repeats)
+    print(f"  elementwise {result['elementwise']}", file=sys.stderr)
     if "train" in s.parts:
         result["train"] = bench_train(s, vocab, tokens, device, peak["peak_gflops"])
     if "sample" in s.parts:
@@ -417,6 +433,10 @@ def table(result: dict) -> str:
              f"{m['device']}; load average {m.get('load_average_start')} -> {m.get('load_average_end')}.",
              f"Matrix-multiply peak measured in the run: {result['matmul']['peak_gflops']} GFLOP/s "
              f"({result['matmul'].get('peak_gflops_end')} at the end).", ""]
+    if result.get("elementwise"):
+        e = result["elementwise"]
+        lines += [f"Activations, ns per float32 element: torch.tanh {e['tanh_ns_per_element']}, torch.sigmoid "
+                  f"{e['sigmoid_ns_per_element']}, tanh as 2 sigmoid(2x) - 1 {e['tanh_as_sigmoid_ns_per_element']}.", ""]
     if result.get("train"):
         lines += ["| cell | H x L, batch, seq | MFLOP/char | torch chars/s | unrolled chars/s | speedup | "
                   "fast | kernel | unrolled % of peak |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -26,6 +26,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def tanh_(x: Tensor) -> Tensor:
+    """tanh in place as 2 sigmoid(2x) - 1, the same function (exactly, up to rounding).
+
+    Why: on the CPU builds we measured, torch.tanh on float32 is an order of magnitude slower
+    than torch.sigmoid (`unrolled bench` reports both as "elementwise"), and tanh runs at every
+    step of every cell. Four cheap in-place ops beat one slow one; absolute error stays at float
+    rounding (tests/test_kernels.py compares in float64 at 1e-12).
+    """
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+def tanh_into(x: Tensor, out: Tensor) -> Tensor:
+    """out = tanh(x), as `tanh_`, without touching x."""
+    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
 def _input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     """A = X W_ih^T + b for every step at once: x (T, B, D) -> (T, B, G*H)."""
     T, B, D = x.shape
@@ -77,7 +93,7 @@ class RNNTanhSequence(torch.autograd.Function):
         hs = x.new_empty(T + 1, B, H)  # hs[0] = h0, hs[t+1] = h_t
         hs[0] = h0
         w_hh_t = w_hh.t()
-        act = torch.relu_ if relu else torch.tanh_
+        act = torch.relu_ if relu else tanh_
         for t in range(T):
             torch.addmm(a[t], hs[t], w_hh_t, out=hs[t + 1])  # (B, H)
             act(hs[t + 1])
@@ -128,16 +144,21 @@ class LSTMSequence(torch.autograd.Function):
         cs = x.new_empty(T + 1, B, H)  # cs[0] = c0
         us = x.new_empty(T, B, H)  # tanh(c_t)
         hs[0], cs[0] = h0, c0
-        w_hh_t = w_hh.t()
+        # g = tanh(p) = 2 sigmoid(2p) - 1: doubling g's rows of A and W_hh once lets one
+        # sigmoid over all 4H gates serve every step (see tanh_)
+        a[:, :, 2 * H:3 * H].mul_(2)
+        w_hh_t = w_hh.t().clone()  # (H, 4H)
+        w_hh_t[:, 2 * H:3 * H].mul_(2)
+        p = x.new_empty(B, 4 * H)
         for t in range(T):
-            p = torch.addmm(a[t], hs[t], w_hh_t)  # (B, 4H)
+            torch.addmm(a[t], hs[t], w_hh_t, out=p)  # (B, 4H)
             gt = gates[t]
             torch.sigmoid(p, out=gt)
-            torch.tanh(p[:, 2 * H:3 * H], out=gt[:, 2 * H:3 * H])
             i, f, g, o = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:3 * H], gt[:, 3 * H:]
+            g.mul_(2).sub_(1)
             torch.mul(f, cs[t], out=cs[t + 1])
             cs[t + 1].addcmul_(i, g)
-            torch.tanh(cs[t + 1], out=us[t])
+            tanh_into(cs[t + 1], us[t])
             torch.mul(o, us[t], out=hs[t + 1])
         ctx.has_bias = b_ih is not None
         ctx.w_ih, ctx.w_hh = w_ih, w_hh
@@ -210,7 +231,7 @@ class GRUSequence(torch.autograd.Function):
             else:
                 torch.mm(hs[t], w_hh_t, out=rt)
             rz = torch.add(a[t, :, :2 * H], rt[:, :2 * H], out=gt[:, :2 * H]).sigmoid_()  # (B, 2H)
-            n = torch.addcmul(a[t, :, 2 * H:], rz[:, :H], rt[:, 2 * H:], out=gt[:, 2 * H:]).tanh_()  # (B, H)
+            n = tanh_(torch.addcmul(a[t, :, 2 * H:], rz[:, :H], rt[:, 2 * H:], out=gt[:, 2 * H:]))  # (B, H)
             torch.sub(hs[t], n, out=hs[t + 1]).mul_(rz[:, H:]).add_(n)  # (B, H)
         ctx.has_bias = b_ih is not None
         ctx.w_ih, ctx.w_hh = w_ih, w_hh
@@ -287,9 +308,16 @@ def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
     return z.transpose(0, 1), finals  # (B, T, H*dirs)
 
 
+# Where `unrolled bench` measured our kernels ahead of the fused torch path (docs/performance.md):
+# (cell, device type). On a CPU torch.nn.RNN has no fused kernel (a per-step autograd graph with
+# a float32 tanh much slower than sigmoid), so ours wins there; torch.nn.LSTM runs oneDNN's fused
+# cell, which ours does not beat; on CUDA cuDNN is not measured against, so it keeps cuDNN.
+KERNEL_WINS = {("rnn", "cpu")}
+
+
 def prefers_kernel(layer, x: Tensor) -> bool:
     """Whether path="auto" runs `layer` on our kernels: only where the benchmark shows a win."""
-    return False
+    return (layer.kind, x.device.type) in KERNEL_WINS
 
 
 class StepSampler:
@@ -376,13 +404,14 @@ class StepSampler:
                 continue
             pre.addmm_(h, self.w_hh_t[k])
             if self.kind == "rnn":
-                h.copy_(pre.relu_() if self.relu else pre.tanh_())
+                h.copy_(pre.relu_() if self.relu else tanh_(pre))
                 continue
             act, c = self.act, self.c[k]
+            pre[:, 2 * H:3 * H].mul_(2)
             torch.sigmoid(pre, out=act)
-            torch.tanh(pre[:, 2 * H:3 * H], out=act[:, 2 * H:3 * H])
+            act[:, 2 * H:3 * H].mul_(2).sub_(1)  # g = tanh(p_g) = 2 sigmoid(2 p_g) - 1
             c.mul_(act[:, H:2 * H]).addcmul_(act[:, :H], act[:, 2 * H:3 * H])  # c = f c + i g
-            torch.mul(act[:, 3 * H:], torch.tanh(c, out=self.tmp), out=h)  # h = o tanh(c)
+            torch.mul(act[:, 3 * H:], tanh_into(c, self.tmp), out=h)  # h = o tanh(c)
         if self.head_b is not None:
             return torch.addmm(self.head_b, self.h[-1], self.head_w_t, out=self.out)  # (B, V)
         return torch.mm(self.h[-1], self.head_w_t, out=self.out)
@@ -394,5 +423,5 @@ class StepSampler:
         else:
             torch.mm(h, self.w_hh_t[k], out=rec)
         rz = pre[:, :2 * H].add_(rec[:, :2 * H]).sigmoid_()  # (B, 2H)
-        n = pre[:, 2 * H:].addcmul_(rz[:, :H], rec[:, 2 * H:]).tanh_()  # (B, H)
+        n = tanh_(pre[:, 2 * H:].addcmul_(rz[:, :H], rec[:, 2 * H:]))  # (B, H)
         h.sub_(n).mul_(rz[:, H:]).add_(n)  # h = n + z (h - n)
