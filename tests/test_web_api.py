@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,7 +24,7 @@ from unrolled.sample import sample  # noqa: E402
 from unrolled.web.app import create_app  # noqa: E402
 from unrolled.web.explorer import MAX_UNITS, Explorer  # noqa: E402
 from unrolled.web.server import build_explorer  # noqa: E402
-from web_model import c_like, tiny_run  # noqa: E402
+from web_model import c_like, serve_process, tiny_run  # noqa: E402
 
 TEXT = c_like(700, seed=2)  # shorter than a recording stream: one exact pass
 
@@ -413,18 +411,8 @@ def test_serve_port_in_use(capsys, run, one_thread):
 # --- a real server on loopback under several clients at once -------------------------------------
 @pytest.fixture(scope="module")
 def server(run, texts_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "unrolled", "serve", str(run), "--text", str(texts_dir / "a.c"),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("unrolled serve: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
-        yield line.split()[2].rstrip("/")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_process(str(run), "--text", str(texts_dir / "a.c")) as url:
+        yield url
 
 
 def fetch(url: str, body: dict | None = None) -> tuple[int, bytes]:

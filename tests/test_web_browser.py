@@ -15,8 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +25,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 from unrolled.checkpoint import load  # noqa: E402
 from unrolled.sample import sample  # noqa: E402
-from web_model import c_like, tiny_run  # noqa: E402
+from web_model import c_like, serve_process, tiny_run  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -54,19 +52,8 @@ def served(tmp_path_factory):
     if not text_file:
         text_file = tmp_path_factory.mktemp("browser") / "example.c"
         text_file.write_text(c_like(1_500, seed=2), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "unrolled", "serve", checkpoint, "--text", str(text_file),
-                             "--port", "0", "--max-chars", "6000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("unrolled serve: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
-        yield line.split()[2].rstrip("/"), checkpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_process(checkpoint, "--text", str(text_file), "--max-chars", "6000") as url:
+        yield url, checkpoint
 
 
 def api(base: str, path: str, body: dict | None = None) -> dict:

@@ -6,7 +6,11 @@ so the tests need no file from outside the repository.
 """
 from __future__ import annotations
 
+import contextlib
 import random
+import select
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -58,3 +62,24 @@ def tiny_run() -> Path:
             torch.set_num_threads(threads)
         _CACHE["run"] = root / "run"
     return _CACHE["run"]
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, wait_s: float = 120):
+    """Run `unrolled serve ARGS --port 0` in a real process; yield its base URL (no trailing /)."""
+    proc = subprocess.Popen([sys.executable, "-m", "unrolled", "serve", *args, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], wait_s)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("unrolled serve: http://127.0.0.1:"):
+            proc.kill()
+            raise AssertionError(f"unrolled serve did not start within {wait_s} s: {line!r} {proc.stderr.read()[-2000:]}")
+        yield line.split()[2].rstrip("/")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
