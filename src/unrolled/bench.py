@@ -297,6 +297,34 @@ print(json.dumps(memory_point(*json.loads(sys.argv[1]))))
 """
 
 
+def _resident_bytes() -> int:
+    """The process's resident memory now (Linux /proc; else the high-water mark)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return _peak_resident_bytes()
+
+
+def _reset_peak_resident() -> None:
+    # Linux: writing 5 to clear_refs resets the high-water mark VmHWM, so the peak measured next
+    # belongs to the update alone and not to importing torch.
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_resident_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def memory_point(mode: str, seq: int, window: int, threads: int, device_name: str) -> dict:
     """One update of a 2-layer LSTM of 256 (batch 32) over `seq` characters, in this process.
 
@@ -305,8 +333,6 @@ def memory_point(mode: str, seq: int, window: int, threads: int, device_name: st
                backward per window (what `unrolled train` does)
     -> peak memory above the state before the update, in MiB.
     """
-    import resource
-
     from unrolled.recurrent import detach_state
     from unrolled.text import Vocabulary
     torch.set_num_threads(threads)
@@ -321,7 +347,8 @@ def memory_point(mode: str, seq: int, window: int, threads: int, device_name: st
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = _resident_bytes()
+        _reset_peak_resident()
     k = seq if mode == "full" else window
     state = None
     for a in range(0, seq, k):
@@ -331,7 +358,7 @@ def memory_point(mode: str, seq: int, window: int, threads: int, device_name: st
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak = _peak_resident_bytes() - before
     return {"mode": mode, "seq": seq, "window": window, "peak_mib": round(max(peak, 0) / 2**20, 1)}
 
 
