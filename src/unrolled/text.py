@@ -192,6 +192,8 @@ def resolve_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
 def read_file(path: Path, byte_level: bool = False) -> str | bytes:
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; give a text file") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}; check that it is a readable file") from None
     if byte_level:

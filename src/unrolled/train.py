@@ -545,9 +545,10 @@ def _print_summary(say, run_dir: Path, r: dict) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     say(f"stopped ({r['stopped']}) after {r['steps']} steps, {r['minutes']:.1f} min: train {fmt(r['train_bpc'])} "
         f"val {fmt(r['val_bpc'])} best val {fmt(r['best_val_bpc'])} test {fmt(r.get('test_bpc'))} bits/char")
-    if r["stopped"] == "interrupted":
-        say(f"continue it with: unrolled train --resume {run_dir}")
     say(f"run directory: {run_dir}")
+    if r["stopped"] == "interrupted":  # said even when quiet: it is what to do next
+        print(f"unrolled: stopped at step {r['steps']} and saved; continue with: unrolled train --resume {run_dir}",
+              file=sys.stderr)
 
 
 def _json(obj, indent: int | None = 1) -> str:
