@@ -178,6 +178,14 @@ def test_viewer_in_chromium(chromium, served):
     pasted_id = hashlib.sha256(pasted.encode()).hexdigest()[:16]
     page.wait_for_selector(f"#text[data-text-id='{pasted_id}']", timeout=30_000)
     assert spans.count() == len(pasted) and page.inner_text("#text-name").startswith("pasted text")
+    # upload a file: read in the browser, sent as text, opened under the file's name
+    uploaded = text[100:400]
+    page.set_input_files("#upload", files=[{"name": "upload.c", "mimeType": "text/plain",
+                                            "buffer": uploaded.encode("utf-8")}])
+    page.wait_for_function(f"() => document.getElementById('new-text').value.length === {len(uploaded)}")
+    page.click("#explore")
+    page.wait_for_selector(f"#text[data-text-id='{hashlib.sha256(uploaded.encode()).hexdigest()[:16]}']")
+    assert page.inner_text("#text-name").startswith("upload.c")
     # and a text too large for the server is refused with its sentence, in the status line
     page.fill("#new-text", "a" * (info["limits"]["max_chars"] + 1))
     page.click("#explore")

@@ -147,10 +147,16 @@ async function hover(ev) {
 }
 
 // --- select and match -------------------------------------------------------------------------
-function spanIndex(node, offset) {
-  if (node.nodeType === Node.TEXT_NODE) return node.parentElement._i;
-  if (node === $("text")) return offset < state.spans.length ? offset : state.spans.length - 1;
-  return node._i;
+// The character a selection boundary falls on. A boundary is a (node, offset) pair: inside a
+// character's text node, or between children of an element (offset = index of the next child).
+function spanIndex(node, offset, isEnd) {
+  if (node.nodeType === Node.TEXT_NODE) {
+    const i = node.parentElement._i;
+    return isEnd && offset === 0 ? i - 1 : i;  // an end before a character's text excludes it
+  }
+  if (node === $("text")) return Math.min(isEnd ? offset - 1 : offset, state.spans.length - 1);
+  if (node._i === undefined) return undefined;
+  return isEnd && offset === 0 ? node._i - 1 : node._i;
 }
 
 function selectedSpan() {
@@ -158,12 +164,9 @@ function selectedSpan() {
   if (!sel || sel.isCollapsed || sel.rangeCount === 0) return null;
   const r = sel.getRangeAt(0);
   if (!$("text").contains(r.commonAncestorContainer)) return null;
-  let a = spanIndex(r.startContainer, r.startOffset);
-  let b = spanIndex(r.endContainer, r.endOffset);
-  if (a === undefined || b === undefined) return null;
-  // A selection that ends at offset 0 of a span does not include that span.
-  if (r.endContainer.nodeType === Node.TEXT_NODE && r.endOffset === 0) b -= 1;
-  if (b < a) return null;
+  const a = spanIndex(r.startContainer, r.startOffset, false);
+  const b = spanIndex(r.endContainer, r.endOffset, true);
+  if (a === undefined || b === undefined || b < a) return null;
   return [a, b + 1];
 }
 
@@ -374,6 +377,7 @@ async function start() {
   $("text").addEventListener("mouseover", (ev) => hover(ev).catch((e) => status(e.message, true)));
   $("text").addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
   $("upload").addEventListener("change", guarded(upload));
+  $("new-text").addEventListener("input", () => { delete $("new-text").dataset.name; });
   $("explore").addEventListener("click", guarded(() => explore($("new-text").value, $("new-text").dataset.name || "pasted text")));
   $("load-file").addEventListener("click", guarded(async () => {
     const t = await post("/api/text", {file: $("files").value});
