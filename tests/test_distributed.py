@@ -1,0 +1,67 @@
+"""Distributed training under a real `torchrun` with two gloo processes on the CPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import unrolled
+
+TINY = ["--cell", "lstm", "--hidden-size", "8", "--num-layers", "2", "--embedding-size", "4",
+        "--seq-len", "6", "--lr", "0.01", "--schedule", "constant", "--warmup-steps", "0",
+        "--eval-every", "1000", "--seed", "5", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(Path(unrolled.recurrent.__file__).read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    return path
+
+
+def run(args, procs=1):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if procs == 1:
+        cmd = [sys.executable, "-m", "unrolled", "train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+               f"--nproc_per_node={procs}", "-m", "unrolled", "train", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def weights(run_dir):
+    return load_file(str(Path(run_dir) / "last" / "model.safetensors"))
+
+
+def test_ddp_steps_equal_one_process_over_the_union_of_batches(corpus, tmp_path):
+    """Two ranks with batch 2 each take the same updates as one process with batch 4."""
+    ddp = run([str(corpus), *TINY, "--batch-size", "2", "--max-steps", "3", "--out", str(tmp_path / "ddp")], procs=2)
+    run([str(corpus), *TINY, "--batch-size", "4", "--max-steps", "3", "--out", str(tmp_path / "one")])
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert json.loads((tmp_path / "ddp" / "last" / "state.json").read_text())["step"] == 3
+    assert "effective batch 4" in ddp.stdout
+    # Only rank 0 writes (one test row), and the checkpoint carries the whole state: 4 streams.
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["split"] == "test" for r in rows) == 1
+    carry = load_file(str(tmp_path / "ddp" / "last" / "state.safetensors"))
+    assert carry["carry.h"].shape == (2, 4, 8) and carry["carry.c"].shape == (2, 4, 8)
+    torch.testing.assert_close(carry["carry.h"], load_file(str(tmp_path / "one" / "last" / "state.safetensors"))
+                               ["carry.h"], rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_resume_equals_an_uninterrupted_ddp_run(corpus, tmp_path):
+    run([str(corpus), *TINY, "--batch-size", "2", "--max-steps", "4", "--out", str(tmp_path / "straight")], procs=2)
+    run([str(corpus), *TINY, "--batch-size", "2", "--max-steps", "2", "--out", str(tmp_path / "split")], procs=2)
+    run(["--resume", str(tmp_path / "split"), "--max-steps", "4"], procs=2)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-7, msg=k)
