@@ -334,6 +334,23 @@ def test_saturation_fractions(client, tid, trace):
         np.testing.assert_allclose(g["right"], (v > 0.9).mean(0), atol=1.01 / len(TEXT))
 
 
+@pytest.mark.parametrize("cell,gate", [("gru", "z"), ("rnn", None)])
+def test_other_cells(cell, gate, one_thread):
+    ex, tid = build_explorer(str(tiny_run(cell, steps=20)), None, 1_000)
+    with TestClient(create_app(ex), raise_server_exceptions=False) as c:
+        info = c.get("/api/info").json()
+        assert [k["key"] for k in info["kinds"]] == {"gru": ["h", "r", "z", "n"], "rnn": ["h"]}[cell]
+        assert len(c.get(f"/api/activations?text={tid}&layer=1&kind=h&units=3").json()["units"][0]["values"]) == 1_000
+        s = c.get(f"/api/saturation?text={tid}").json()
+        if gate is None:
+            assert s["gates"] == [] and "no gates" in s["note"]
+            assert "unknown state kind" in error_of(c.get(f"/api/activations?text={tid}&kind=c&units=0"), 400)
+        else:
+            assert sorted(g["gate"] for g in s["gates"]) == ["r", "r", "z", "z"]
+            a = c.get(f"/api/activations?text={tid}&layer=0&kind={gate}&units=0").json()
+            assert a["range"] == [0.0, 1.0] and all(0 <= v <= 1 for v in a["units"][0]["values"])
+
+
 # --- sampling, streamed --------------------------------------------------------------------------
 def sse_text(body: str) -> tuple[str, dict]:
     text, end = "", None

@@ -44,9 +44,10 @@ def c_like(n_chars: int, seed: int) -> str:
     return "".join(out)[:n_chars]
 
 
-def tiny_run() -> Path:
-    """A run directory holding a small trained LSTM (2 layers of 24), trained once per process."""
-    if "run" not in _CACHE:
+def tiny_run(cell: str = "lstm", steps: int = 300) -> Path:
+    """A run directory holding a small trained model (2 layers of 24), trained once per process."""
+    key = f"{cell}-{steps}"
+    if key not in _CACHE:
         from unrolled.train import train
 
         root = Path(tempfile.mkdtemp(prefix="unrolled-web-test-"))
@@ -55,13 +56,13 @@ def tiny_run() -> Path:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny matrices: one thread is much faster on a shared machine
         try:
-            train(paths=[str(corpus)], cell="lstm", hidden_size=24, num_layers=2, embedding_size=8,
-                  max_steps=300, batch_size=8, seq_len=48, lr=1e-2, warmup_steps=10, eval_every=300,
+            train(paths=[str(corpus)], cell=cell, hidden_size=24, num_layers=2, embedding_size=8,
+                  max_steps=steps, batch_size=8, seq_len=48, lr=1e-2, warmup_steps=10, eval_every=steps,
                   progress=False, out=str(root / "run"), device="cpu", seed=7)
         finally:
             torch.set_num_threads(threads)
-        _CACHE["run"] = root / "run"
-    return _CACHE["run"]
+        _CACHE[key] = root / "run"
+    return _CACHE[key]
 
 
 @contextlib.contextmanager
