@@ -147,7 +147,7 @@ def test_padding_invariance_one_to_many(cell, path):
 @pytest.mark.parametrize("path", PATHS)
 def test_padding_invariance_encoder_decoder(cell, path):
     m = unrolled.EncoderDecoder(V, D, H, cell, bidirectional=True, num_layers=2, reverse_source=True,
-                                path=path).double()
+                                max_target_length=4, path=path).double()
     x, xl = torch.randint(0, V, (3, T + 1)), torch.tensor([T + 1, 1, 2])
     y, yl = torch.randint(0, D, (3, T)), torch.tensor([1, T, 2])
     logits, loss = m(x, y, xl, yl), m.loss(x, y, xl, yl, reduction="sum")

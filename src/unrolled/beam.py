@@ -73,11 +73,11 @@ def beam_search(model, x: Tensor, lengths=None, beam_width: int = 4, max_length:
     state = model.encode(x, lengths)
     rows = torch.arange(B, device=x.device).repeat_interleave(K)  # (B*K,) beam k of row b at b*K + k
     state = _reorder(state, rows)
-    scores = torch.full((B, K), float("-inf"), device=x.device)
+    scores = torch.full((B, K), float("-inf"), dtype=torch.float64, device=x.device)  # sums of many logs: double
     scores[:, 0] = 0.0  # K copies of one empty prefix: only the first may grow at step 1
     tokens = torch.empty(B * K, 0, dtype=torch.long, device=x.device)
     finished = torch.zeros(B * K, dtype=torch.bool, device=x.device)
-    lengths_so_far = torch.zeros(B * K, device=x.device)
+    lengths_so_far = torch.zeros(B * K, dtype=torch.float64, device=x.device)
     previous = torch.full((B * K,), model.bos_token, dtype=torch.long, device=x.device)
     for _ in range(limit):
         log_p, state = model.decode_step(previous, state)  # (B*K, V)
