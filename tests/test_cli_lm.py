@@ -214,3 +214,18 @@ def test_demo_on_a_small_text(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("--- sample at temperature") == 2 and "loss curve:" in out
     assert (tmp_path / "demo" / "loss.png").exists() and (tmp_path / "demo" / "best").exists()
+
+
+def test_every_flag_is_documented():
+    """docs/cli.md names every flag of the language-model commands, so it cannot drift."""
+    from pathlib import Path
+
+    from unrolled.cli import build_parser
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("train", "sample", "eval", "inspect", "plot", "demo"):
+        assert f"unrolled {name}" in doc
+        for action in sub.choices[name]._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}`" in doc or f"{flag}" in doc, (name, flag)

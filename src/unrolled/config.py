@@ -65,7 +65,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 (decoupled for adamw)
     momentum: float = 0.0  # sgd and rmsprop only
     schedule: str = "cosine"  # constant, step, exponential, cosine (with warmup) or plateau
-    warmup_steps: int = 100  # linear warmup from 0 to lr (every schedule)
+    warmup_steps: int = 20  # linear warmup from 0 to lr (every schedule)
     decay_steps: int | None = None  # cosine: steps from peak to min_lr; None = the run's max steps
     min_lr_ratio: float = 0.1  # cosine: the floor, as a fraction of lr
     gamma: float = 0.5  # step: factor every step_size steps; exponential: factor per 1000 steps; plateau: factor
