@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from conftest import B, T
 from unrolled.errors import UserError
@@ -133,3 +134,13 @@ def test_tail_windows_cover_every_prediction_once():
     ys = torch.cat([w.y for w in s.tail_windows(4)], dim=1)  # (B, n)
     assert ys.shape == (2, 11)
     assert ys.flatten().tolist() == list(range(1, 12)) + list(range(12, 23))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1))
+def test_vocabulary_round_trip_any_text(text):
+    v = Vocabulary.from_text(text)
+    assert v.decode(v.encode(text)) == text
+    b = Vocabulary.from_text(text.encode("utf-8", errors="surrogatepass"))
+    assert bytes(b.symbols[i] for i in b.encode(text.encode("utf-8", errors="surrogatepass"))) == \
+        text.encode("utf-8", errors="surrogatepass")
