@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
@@ -62,6 +64,14 @@ def explorer(run, texts_dir, one_thread):
 def client(explorer):
     with TestClient(create_app(explorer), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(explorer):
+    """Its own Explorer over the same model: the texts fuzzing adds never evict the others'."""
+    ex = Explorer(explorer.model, max_chars=2_000)
+    with TestClient(create_app(ex), raise_server_exceptions=False) as c:
+        yield c, ex.add_text(TEXT)["id"]
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +174,47 @@ def test_file_parameter_path_traversal(client, name):
 ])
 def test_bad_texts(client, body, status, words):
     assert words in error_of(client.post("/api/text", json=body), status)
+
+
+def test_lone_surrogates_never_break_an_answer(client):
+    r = client.post("/api/text", content=b'{"text": "int a;\\n", "name": "x\\ud800y"}')
+    assert r.status_code == 200 and r.json()["name"] == "x?y"
+    error_of(client.post("/api/text", content=b'{"text": "int \\ud800"}'), 400)
+    error_of(client.post("/api/select", content=b'{"text": "\\udfff", "start": 0, "end": 1}'), 404)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(["text", "start", "end", "threshold", "kind", "layer", "pad", "top",
+                                             "file", "name"]),
+                            st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
+                                      st.floats(allow_nan=True), st.text(max_size=30), st.just("TID"),
+                                      st.lists(st.integers(), max_size=3)), max_size=8),
+       route=st.sampled_from(["/api/text", "/api/select"]))
+def test_any_json_body_gets_an_answer_not_a_500(fuzz_client, body, route):
+    c, fuzz_tid = fuzz_client
+    body = {k: fuzz_tid if v == "TID" and k == "text" and route == "/api/select" else v for k, v in body.items()}
+    r = c.post(route, content=json.dumps(body).encode())
+    assert r.status_code < 500, (body, r.text)
+    assert r.status_code == 200 or r.json()["error"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(["/api/activations", "/api/predictions", "/api/units", "/api/feature",
+                              "/api/saturation", "/api/bits", "/api/text", "/api/sample"]),
+       params=st.dictionaries(st.sampled_from(["text", "id", "layer", "kind", "units", "start", "end", "k", "feature",
+                                               "name", "top", "prime", "length", "temperature", "top_k", "seed"]),
+                              st.one_of(st.sampled_from(["TID", "0", "-1", "1e9", "nan", "inf", "h", "c", "3,4",
+                                                         "in_comment", "", "10"]), st.text(max_size=12)),
+                              max_size=6))
+def test_any_query_gets_an_answer_not_a_500(fuzz_client, route, params):
+    c, fuzz_tid = fuzz_client
+    params = {k: fuzz_tid if v == "TID" else v for k, v in params.items()}
+    if route == "/api/sample":
+        params["length"] = "5" if params.get("length", "").isdigit() else params.get("length", "5")
+    r = c.get(route + "?" + urllib.parse.urlencode(params))
+    assert r.status_code < 500, (route, params, r.text)
+    if r.status_code != 200:
+        assert r.json()["error"]
 
 
 @pytest.mark.parametrize("raw,words", [(b"{bad json", "not valid JSON"), (b"[1, 2]", "JSON object"),

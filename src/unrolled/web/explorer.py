@@ -101,6 +101,8 @@ class Explorer:
         """Check a text (type, size, vocabulary) and keep it; returns its summary with the id."""
         if not isinstance(text, str):
             raise UserError("the field 'text' must be a string of text")
+        # JSON may carry lone surrogates ("\ud800"), which no UTF-8 answer can hold.
+        name = str(name)[:200].encode("utf-8", "replace").decode("utf-8")
         if not text:
             raise UserError("the text is empty; give at least one character")
         if len(text) > self.max_chars:
@@ -111,7 +113,7 @@ class Explorer:
         with self._lock:
             entry = self._texts.get(tid)
             if entry is None:
-                entry = TextEntry(tid, str(name)[:200], text, feats.guess_language(text))
+                entry = TextEntry(tid, name, text, feats.guess_language(text))
                 self._texts[tid] = entry
                 while len(self._texts) > self.keep_texts:
                     self._texts.popitem(last=False)
