@@ -200,3 +200,20 @@ def test_tanh_as_sigmoid_equals_tanh():
     torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), rtol=0, atol=1e-15)
     x32 = x.float()
     torch.testing.assert_close(tanh_(x32.clone()), torch.tanh(x32), rtol=0, atol=3e-7)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_path_float32_equals_readable(case):
+    # float32 on a CPU takes the oneDNN products (kernels.Product); float64 above takes addmm
+    kind, kw = CASES[case]
+    layer = LAYERS[kind](D, H, 2, **kw)
+    x = torch.randn(B, T, D, requires_grad=True)
+    dy = torch.randn(B, T, H)
+    got = {}
+    for path in ("readable", "kernel"):
+        layer.path = path
+        out, _ = layer(x)
+        got[path] = (out, torch.autograd.grad((out * dy).sum(), [x, *layer.parameters()]))
+    torch.testing.assert_close(got["kernel"][0], got["readable"][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(got["kernel"][1], got["readable"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
