@@ -113,6 +113,9 @@ def test_viewer_in_chromium(chromium, served):
     page.wait_for_selector("#ranked li button")
     best = page.locator("#ranked li button").first
     best_name = best.inner_text()
+    labels = api(base, f"/api/feature?text={tid}&name=in_comment")["values"]
+    page.wait_for_function("() => document.querySelectorAll('#text span.feat').length > 0")
+    assert page.locator("#text span.feat").count() == sum(labels)
     best.click()
     page.wait_for_selector(f"#text[data-unit='{best_name}']")
 

@@ -214,6 +214,9 @@ async function rank() {
     li.append(unitButton(u), score);
     list.appendChild(li);
   }
+  // Underline the characters where a yes/no feature holds, to see the unit against it.
+  const f = await api(`/api/feature?${q({text: state.textId, name: feature})}`);
+  state.spans.forEach((span, i) => span.classList.toggle("feat", f.kind === "binary" && f.values[i] === 1));
   status("");
 }
 
