@@ -106,22 +106,10 @@ def test_viewer_in_chromium(chromium, served):
     assert backgrounds(page, probe) == [colour(values[i], lo, hi) for i in probe]
     assert len(set(backgrounds(page, probe))) > 5  # coloured, not all white
 
-    # 2) rank the units for a feature, click the best: it colours the text
-    page.select_option("#kind", "h")
-    page.select_option("#feature", "in_comment")
-    page.click("#rank")
-    page.wait_for_selector("#ranked li button")
-    best = page.locator("#ranked li button").first
-    best_name = best.inner_text()
-    labels = api(base, f"/api/feature?text={tid}&name=in_comment")["values"]
-    page.wait_for_function("() => document.querySelectorAll('#text span.feat').length > 0")
-    assert page.locator("#text span.feat").count() == sum(labels)
-    best.click()
-    page.wait_for_selector(f"#text[data-unit='{best_name}']")
-
-    # 3) select a span by dragging: units on across it and off around it, and where they fire again.
+    # 2) select a span by dragging: units on across it and off around it, and where they fire again.
     #    Which spans select something depends on the model, so ask the API for one first.
     page.select_option("#layer", "0")
+    page.select_option("#kind", "h")
     span = None
     for start in range(3, len(text) - 8, 7):
         r = api(base, "/api/select", {"text": tid, "start": start, "end": start + 3, "layer": 0, "kind": "h",
@@ -143,6 +131,19 @@ def test_viewer_in_chromium(chromium, served):
     assert page.locator("#text span.sel").count() == 3
     assert page.locator("#text span.match").count() > 0
     page.evaluate("window.getSelection().removeAllRanges()")
+
+    # 3) rank the units for a feature, click the best: it colours the text (last, for the screenshot)
+    page.select_option("#kind", "h")
+    page.select_option("#feature", "in_comment")
+    page.click("#rank")
+    page.wait_for_selector("#ranked li button")
+    best = page.locator("#ranked li button").first
+    best_name = best.inner_text()
+    labels = api(base, f"/api/feature?text={tid}&name=in_comment")["values"]
+    page.wait_for_function("() => document.querySelectorAll('#text span.feat').length > 0")
+    assert page.locator("#text span.feat").count() == sum(labels)
+    best.click()
+    page.wait_for_selector(f"#text[data-unit='{best_name}']")
 
     # 4) hover a character: the model's top-5 guesses for the next one
     box = spans.nth(20).bounding_box()
