@@ -43,7 +43,8 @@ function guarded(fn) {
 function colour(v, lo, hi) {
   const mid = (lo + hi) / 2, half = (hi - lo) / 2 || 1;
   const t = Math.max(-1, Math.min(1, (v - mid) / half));
-  const w = Math.round(255 * (1 - Math.abs(t)));
+  // At most 80% of full blue or red, so the character stays readable on its colour.
+  const w = Math.round(255 * (1 - 0.8 * Math.abs(t)));
   return t >= 0 ? `rgb(255,${w},${w})` : `rgb(${w},${w},255)`;
 }
 
