@@ -188,9 +188,12 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch):
     real = kernels.run_layers
     monkeypatch.setattr(kernels, "run_layers", lambda *a: calls.append(a[0].kind) or real(*a))
     x = torch.randn(B, T, D)
-    for kind in LAYERS:
-        LAYERS[kind](D, H)(x)
-    assert calls == sorted(k for k, dev in kernels.KERNEL_WINS if dev == "cpu")
+    for hidden in (H, 256):
+        calls.clear()
+        for kind in LAYERS:
+            LAYERS[kind](D, hidden)(x)
+        assert sorted(calls) == sorted(k for (k, dev), smallest in kernels.KERNEL_WINS.items()
+                               if dev == "cpu" and hidden >= smallest)
 
 
 def test_tanh_as_sigmoid_equals_tanh():

@@ -70,19 +70,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Run every fn once per repeat, the order rotated each repeat; -> seconds per call, per name."""
+def interleaved(fns: dict, repeats: int, device: torch.device, target_s: float = 0.0) -> dict[str, list[float]]:
+    """Run every fn once per repeat, the order rotated each repeat; -> seconds per call, per name.
+
+    With target_s, each timed region calls its fn n times (the same n for all, from the slowest
+    warm-up) so that a region lasts about target_s: short regions are at the mercy of a busy
+    machine's scheduler.
+    """
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
+    slowest = 0.0
     for n in names:  # warm-up: first-call allocations and caches stay out of the timings
+        _sync(device)
+        t0 = time.perf_counter()
         fns[n]()
+        _sync(device)
+        slowest = max(slowest, time.perf_counter() - t0)
+    calls = max(1, min(20, int(target_s / max(slowest, 1e-9)))) if target_s else 1
     for r in range(repeats):
         for n in names[r % len(names):] + names[:r % len(names)]:
             _sync(device)
             t0 = time.perf_counter()
-            fns[n]()
+            for _ in range(calls):
+                fns[n]()
             _sync(device)
-            times[n].append(time.perf_counter() - t0)
+            times[n].append((time.perf_counter() - t0) / calls)
     return times
 
 
@@ -214,7 +226,7 @@ def bench_train(s: Settings, vocab, tokens, device, peak: float) -> list[dict]:
     for H, L, B, T in shapes:
         for cell in CELLS:
             fns, lm = train_contenders(cell, (H, L, B, T), vocab, tokens, device, s.bf16)
-            times = interleaved(fns, s.n_repeats, device)
+            times = interleaved(fns, s.n_repeats, device, target_s=0.3 if s.quick else 0.6)
             fl = flops_per_char(cell, H, L, lm.config.embedding_size or len(vocab), len(vocab))
             row = {"cell": cell, "hidden": H, "layers": L, "batch": B, "seq": T,
                    "train_flops_per_char": fl["train"], "chars_per_s": {}, "fraction_of_peak": {}}

@@ -351,15 +351,18 @@ def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
 
 
 # Where `unrolled bench` measured our kernels ahead of the fused torch path (docs/performance.md):
-# (cell, device type). On a CPU torch.nn.RNN has no fused kernel (a per-step autograd graph with
-# a float32 tanh much slower than sigmoid), so ours wins there; torch.nn.LSTM runs oneDNN's fused
-# cell, which ours does not beat; on CUDA cuDNN is not measured against, so it keeps cuDNN.
-KERNEL_WINS = {("rnn", "cpu")}
+# (cell, device type) -> the smallest hidden size it wins at. On a CPU, torch.nn.RNN and GRU have
+# no fused kernel (a per-step autograd graph, weight gradients step by step, and a float32 tanh
+# much slower than sigmoid), so ours wins: the RNN at every measured size, the GRU from H = 256
+# (below, our per-step Python work costs more than the small products). torch.nn.LSTM runs
+# oneDNN's fused cell, which ours did not beat. On CUDA nothing is listed: cuDNN stays.
+KERNEL_WINS = {("rnn", "cpu"): 1, ("gru", "cpu"): 256}
 
 
 def prefers_kernel(layer, x: Tensor) -> bool:
     """Whether path="auto" runs `layer` on our kernels: only where the benchmark shows a win."""
-    return (layer.kind, x.device.type) in KERNEL_WINS
+    smallest = KERNEL_WINS.get((layer.kind, x.device.type))
+    return smallest is not None and layer.hidden_size >= smallest
 
 
 class StepSampler:

@@ -10,9 +10,15 @@ The same parameters run on two paths:
 * the **fast** path (`layer.fast(...)`): PyTorch's fused sequence kernels (oneDNN on CPU, cuDNN
   on GPU), the very functions `torch.nn.RNN/LSTM/GRU` call, over our parameters.
 
-`forward` picks one by `layer.path`: "auto" (the default: the fastest path this layer has, which
-is the fused one for every layer without a deep transition), "fast" or "readable". Training uses
-the default; recording activations uses `readable(..., record=True)`.
+* the **kernel** path (`layer.kernel(...)`): our own sequence kernels (`unrolled.kernels`): one
+  matrix product for the input projection of all steps, one per weight gradient, a hand-written
+  backward (padding `lengths` go to the fused path).
+
+`forward` picks one by `layer.path`: "auto" (the default: the fastest path this layer has: the
+readable loop for a deep transition, our kernel where `unrolled bench` measured it ahead
+(`kernels.KERNEL_WINS`), else the fused one), "fast", "kernel" or "readable". Training uses the
+default; recording activations uses `readable(..., record=True)`. docs/performance.md has the
+measurements.
 tests/test_recurrent.py proves both paths equal `torch.nn` and each other.
 
 Parameter names and order are torch.nn's: for every layer k and direction,
