@@ -493,6 +493,21 @@ def fetch(url: str, body: dict | None = None) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def test_abandoned_streams_leave_the_server_answering(server):
+    import http.client
+
+    host, port = server[len("http://"):].split(":")
+    for _ in range(3):  # clients that go away after the first piece of a long sample
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/api/sample?length=5000&seed=1")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read(20).startswith(b"data: ")
+        conn.close()
+    status, raw = fetch(server + "/api/sample?length=30&seed=2&prime=int%20")
+    assert status == 200 and sse_text(raw.decode())[1] == {"length": 30}
+    assert fetch(server + "/api/info")[0] == 200
+
+
 def test_concurrent_clients_get_correct_answers(server, run, one_thread):
     # What each request must answer, from an Explorer in this process with the same settings.
     model_side, first = build_explorer(str(run), None, None)
