@@ -307,6 +307,9 @@ async function loadSaturation() {
     el.appendChild(svg("text", {x: m, y: size - 8}, "right-saturated (> 0.9)"));
     el.appendChild(svg("text", {x: 10, y: 8 + plot, transform: `rotate(-90 10 ${8 + plot})`}, "left-saturated (< 0.1)"));
     el.appendChild(svg("text", {x: m + plot - 40, y: 20}, `layer ${layer}`));
+    for (const [x, y, t] of [[m - 3, 8 + plot + 10, "0"], [m + plot - 3, 8 + plot + 10, "1"], [m - 9, 14, "1"]]) {
+      el.appendChild(svg("text", {x, y}, t));
+    }
     const gates = s.gates.filter((g) => g.layer === layer);
     let lx = m + 4;
     for (const g of gates) {
@@ -329,8 +332,9 @@ function modelTable(info) {
   const rows = [["checkpoint", info.checkpoint], ["cell", info.cell], ["layers", info.num_layers],
                 ["hidden size", info.hidden_size], ["vocabulary", info.vocab_size],
                 ["parameters", info.parameters && info.parameters.toLocaleString()], ["step", info.step],
-                ["best val bits/char", info.best_val_bpc]];
-  for (const [k, v] of Object.entries(info.config || {})) rows.push([k, v]);
+                ["best val bits/char", typeof info.best_val_bpc === "number" ? +info.best_val_bpc.toFixed(4) : null]];
+  const shownAlready = new Set(["cell", "hidden_size", "num_layers"]);
+  for (const [k, v] of Object.entries(info.config || {})) if (!shownAlready.has(k)) rows.push([k, v]);
   for (const [k, v] of Object.entries(info.metrics || {})) rows.push([k, typeof v === "number" ? +v.toFixed(4) : v]);
   $("model-table").replaceChildren(...rows.filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => {
     const tr = document.createElement("tr");
