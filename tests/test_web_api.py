@@ -10,6 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -444,6 +445,20 @@ def test_only_local_host_names_are_served(explorer):
                     base_url="http://localhost") as c:
         assert c.get("/api/info").status_code == 200
         assert c.get("/api/info", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_every_route_and_flag_is_documented(explorer):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "viewer.md").read_text(encoding="utf-8")
+    for route in create_app(explorer).routes:
+        if route.path.startswith("/api/"):
+            for method in sorted(route.methods - {"HEAD"}):
+                assert f"`{method} {route.path}`" in doc, f"{method} {route.path} is missing from docs/viewer.md"
+    parser = cli.build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    for action in serve._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert f"`{flag}" in doc, f"serve {flag} is missing from docs/viewer.md"
 
 
 # --- the command line ----------------------------------------------------------------------------
