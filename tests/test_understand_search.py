@@ -89,3 +89,18 @@ def test_select_and_match():
     assert got == [(2, 5, 2, 3), (12, 13, 2, 3), (7, 11, 2, 4)]
     assert len(match(values, units, top=1)) == 1
     assert match(values, units, min_length=2)[-1]["start"] == 7
+
+
+def test_two_pass_ranking_reports_exact_scores():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 40))
+    y = x[:, 7] + 0.5 * rng.normal(size=3000) > 0.5
+    z = -x[:, 11] + 0.3 * rng.normal(size=3000)
+    feats = {"yes": y, "num": z}
+    one = rank_units(x, [f"u{j}" for j in range(40)], feats, top=3, screen=None)
+    two = rank_units(x, [f"u{j}" for j in range(40)], feats, top=3, screen=500)
+    for f in feats:  # the same winner, scored exactly on every row (runners-up are noise here)
+        assert one[f]["best"][0]["unit"] == two[f]["best"][0]["unit"]
+        assert abs(one[f]["best"][0]["score"] - two[f]["best"][0]["score"]) < 1e-12
+    assert one["yes"]["best"][0]["unit"] == "u7" and one["num"]["best"][0]["sign"] == -1
+    assert abs(one["yes"]["best"][0]["score"] - roc_auc(x[:, 7:8], y)[0]) < 1e-12

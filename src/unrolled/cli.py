@@ -334,8 +334,93 @@ def add_demo(sub) -> None:
 
     p.set_defaults(func=run)
 
+# --- understanding a trained network: cells, saturation, ngram ----------------------------------
+def _understand_common(p) -> None:
+    p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
+                   help="use this part of the file, split 80/10/10 by position as training does (default: all)")
+    p.add_argument("--max-chars", type=int, default=None, metavar="N", help="use at most the first N characters")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads (default 1: on a shared machine more threads than free cores only spin)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_cells(sub) -> None:
+    p = sub.add_parser(
+        "cells", help="find the units of a trained model that track features of a text (comments, quotes, ...)",
+        description="Record every unit of the model over the text, label every character with each feature, "
+                    "score every unit against every feature (ROC AUC for yes/no features, Pearson r for "
+                    "numbers), print the best units per feature and write an HTML report that colours them "
+                    "over an excerpt (blue negative, white zero, red positive) with the model's predictions.")
+    p.add_argument("checkpoint", help="a run directory or a checkpoint directory")
+    p.add_argument("file", help="a UTF-8 text file to read (ideally text the model never trained on)")
+    p.add_argument("--feature", action="append", dest="features", metavar="SPEC",
+                   help="a feature to score: a built-in name, NAME=REGEX, or module:function; repeatable "
+                        "(default: the language's built-in features)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="best units to report per feature (default 5)")
+    p.add_argument("--out", default="cells.html", metavar="HTML", help="the report to write (default cells.html)")
+    p.add_argument("--png-dir", default=None, metavar="DIR", help="also draw the best unit of each feature as DIR/<feature>.png")
+    p.add_argument("--language", default="auto", choices=["auto", "c", "python", "prose"],
+                   help="how to find comments and strings (default: guessed from the text)")
+    p.add_argument("--states", default=None, metavar="KEYS",
+                   help="quantities to search, comma-separated: h, c, i, f, g, o, r, z, n (default: h,c for an LSTM, h otherwise)")
+    p.add_argument("--sample", type=int, default=200_000, metavar="N", help="characters scored, evenly spaced (default 200000)")
+    p.add_argument("--excerpt", type=int, default=2000, metavar="N", help="characters drawn in the report (default 2000)")
+    p.add_argument("--save", default=None, metavar="FILE", help="also save the recording (.npz or .safetensors)")
+    _understand_common(p)
+
+    def run(args):
+        from unrolled.understand.commands import cells
+        return cells(args.checkpoint, args.file, features=args.features, top=args.top, out=args.out,
+                     png_dir=args.png_dir, language=args.language, states=args.states, sample=args.sample,
+                     excerpt=args.excerpt, split=args.split, max_chars=args.max_chars, save=args.save,
+                     threads=args.threads, as_json=args.json)
+
+    p.set_defaults(func=run)
+
+
+def add_saturation(sub) -> None:
+    p = sub.add_parser(
+        "saturation", help="how often each gate is shut (< 0.1) or wide open (> 0.9), with the scatter plot",
+        description="Record the sigmoid gates of the model over the text and report, per gate and layer, the "
+                    "fraction of steps each unit is left-saturated (< 0.1) and right-saturated (> 0.9); draw "
+                    "the scatter plot of Karpathy, Johnson and Fei-Fei (2015) as a PNG.")
+    p.add_argument("checkpoint", help="a run directory or a checkpoint directory")
+    p.add_argument("file", help="a UTF-8 text file to read")
+    p.add_argument("--png", default="saturation.png", help="the plot to write (default saturation.png)")
+    _understand_common(p)
+
+    def run(args):
+        from unrolled.understand.commands import saturation
+        return saturation(args.checkpoint, args.file, png=args.png, split=args.split, max_chars=args.max_chars,
+                          threads=args.threads, as_json=args.json)
+
+    p.set_defaults(func=run)
+
+
+def add_ngram(sub) -> None:
+    p = sub.add_parser(
+        "ngram", help="Kneser-Ney character n-grams on a file's train split, scored on its test split",
+        description="Fit interpolated Kneser-Ney character n-gram models on the first 80%% of the file and "
+                    "report bits per character on its last 10%%; with --model, also the trained model on the "
+                    "same characters and where each errs (p < 0.5) by the kind of character.")
+    p.add_argument("file", help="a UTF-8 text file")
+    p.add_argument("--orders", default="1,2,3,5,10,20", help="n-gram orders to report, 1..20 (default 1,2,3,5,10,20)")
+    p.add_argument("--model", default=None, metavar="CKPT", help="a checkpoint to compare (and analyse errors) against")
+    p.add_argument("--language", default="auto", choices=["auto", "c", "python", "prose"],
+                   help="for the error analysis: how to find comments and strings (default: guessed)")
+    p.add_argument("--max-chars", type=int, default=None, metavar="N", help="use at most N characters of each split")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads for the model (default 1)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    def run(args):
+        from unrolled.understand.commands import ngram
+        return ngram(args.file, orders=args.orders, checkpoint=args.model, max_chars=args.max_chars,
+                     language=args.language, threads=args.threads, as_json=args.json)
+
+    p.set_defaults(func=run)
+
 COMMANDS = [add_hello, add_prepare, add_serve, add_bench, add_train, add_sample, add_eval, add_inspect,
-            add_plot, add_demo]
+            add_plot, add_demo, add_cells, add_saturation, add_ngram]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,30 +175,37 @@ def _grid(text: str, values: np.ndarray, width: int):
 
 
 def units_png(text: str, rows: list[tuple[str, np.ndarray]], path, width: int = 80,
-              scale: float | None = None, dpi: int = 110) -> Path:
-    """One panel per unit: the text on a grid, each character's cell coloured by the unit."""
+              scale: float | None = None, dpi: int = 120, fontsize: float = 7.0) -> Path:
+    """One panel per unit: the text on a grid, each character's cell coloured by the unit.
+
+    Each line of text is one text object in a monospaced font whose advance (0.6 em) is the
+    width of a cell, so the characters sit on their cells (drawing them one by one is slow)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     grids = [(label, *_grid(text, np.asarray(v, dtype=np.float64), width)) for label, v in rows]
-    fig_h = sum(0.16 * g.shape[0] + 0.35 for _, g, _ in grids)
-    fig, axes = plt.subplots(len(grids), 1, figsize=(0.105 * width + 0.3, fig_h), squeeze=False,
-                             gridspec_kw={"height_ratios": [g.shape[0] for _, g, _ in grids]})
+    cell_w, cell_h, title_h = 0.6 * fontsize / 72, 1.3 * fontsize / 72, 0.25  # inches
+    heights = [g.shape[0] * cell_h + title_h for _, g, _ in grids]
+    fig = plt.figure(figsize=(width * cell_w + 0.2, sum(heights) + 0.1))
     cmap = _colormap()
-    for ax, (label, grid, chars) in zip(axes[:, 0], grids):
+    top = 1.0
+    total = sum(heights) + 0.1
+    for label, grid, chars in grids:
+        h = grid.shape[0] * cell_h
+        top -= title_h / total
+        ax = fig.add_axes([0.1 / (width * cell_w + 0.2), top - h / total, width * cell_w / (width * cell_w + 0.2),
+                           h / total])
+        top -= h / total
         s = _scale(grid, scale)
         ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-s, vmax=s, aspect="auto",
-                  interpolation="nearest")
+                  interpolation="nearest", extent=(-0.5, width - 0.5, grid.shape[0] - 0.5, -0.5))
         for r, line in enumerate(chars):
-            for c, ch in enumerate(line):
-                if ch.strip():
-                    ax.text(c, r, ch, ha="center", va="center", family="monospace", fontsize=6.5,
-                            color="#999" if ch == "\u21b5" else "black")
-        ax.set_title(f"{label}  (scale \u00b1{s:.3g})", fontsize=8, loc="left")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
+            ax.text(-0.5, r, "".join(c or " " for c in line).rstrip(), ha="left", va="center",
+                    family="DejaVu Sans Mono", fontsize=fontsize)
+        ax.set_title(f"{label}  (scale \u00b1{s:.3g})", fontsize=8, loc="left", pad=2)
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.axis("off")
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=dpi)

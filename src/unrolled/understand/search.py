@@ -27,6 +27,7 @@ Everything here takes and returns plain NumPy arrays, lists and dicts.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from unrolled.errors import UserError
 
@@ -34,21 +35,23 @@ BLOCK = 256  # units scored at a time, to bound the memory of the rank matrix
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..N of each column of x (N, U), ties sharing their average rank. (N, U) float64."""
-    N, U = x.shape
-    order = np.argsort(x, axis=0, kind="stable")  # (N, U)
-    sv = np.take_along_axis(x, order, axis=0)  # (N, U) sorted values
-    idx = np.broadcast_to(np.arange(N)[:, None], (N, U))
-    new = np.ones((N, U), dtype=bool)
-    new[1:] = sv[1:] != sv[:-1]  # a tie group starts here
-    last = np.ones((N, U), dtype=bool)
-    last[:-1] = new[1:]  # a tie group ends here
-    first_i = np.maximum.accumulate(np.where(new, idx, 0), axis=0)  # (N, U)
-    last_i = np.minimum.accumulate(np.where(last, idx, N - 1)[::-1], axis=0)[::-1]  # (N, U)
-    ranks_sorted = (first_i + last_i) / 2.0 + 1.0  # (N, U)
-    ranks = np.empty((N, U), dtype=np.float64)
-    np.put_along_axis(ranks, order, ranks_sorted, axis=0)
-    return ranks
+    """Ranks 1..N of each row of x (U, N), ties sharing their average rank. (U, N) float64.
+
+    Rows, not columns: each unit's values are contiguous, so the sorts run along memory
+    (torch's sort, which uses every core)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    U, N = t.shape
+    sv, order = torch.sort(t, dim=1)  # (U, N) each
+    idx = torch.arange(N).expand(U, N)
+    new = torch.ones(U, N, dtype=torch.bool)
+    new[:, 1:] = sv[:, 1:] != sv[:, :-1]  # a tie group starts here
+    last = torch.ones(U, N, dtype=torch.bool)
+    last[:, :-1] = new[:, 1:]  # a tie group ends here
+    first_i = torch.cummax(torch.where(new, idx, 0), dim=1).values  # (U, N)
+    last_i = torch.cummin(torch.where(last, idx, N - 1).flip(1), dim=1).values.flip(1)  # (U, N)
+    ranks = torch.empty(U, N, dtype=torch.float64)
+    ranks.scatter_(1, order, (first_i + last_i).double() / 2.0 + 1.0)
+    return ranks.numpy()
 
 
 def roc_auc(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -61,8 +64,8 @@ def roc_auc(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n0 = Y.shape[0] - n1
     out = np.empty((Y.shape[1], values.shape[1]))
     for u0 in range(0, values.shape[1], BLOCK):
-        R = average_ranks(values[:, u0:u0 + BLOCK])  # (N, b)
-        rank_sum = Y.T @ R  # (F, b)
+        R = average_ranks(np.ascontiguousarray(values[:, u0:u0 + BLOCK].T))  # (b, N)
+        rank_sum = Y.T @ R.T  # (F, b)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, u0:u0 + BLOCK] = (rank_sum - (n1 * (n1 + 1) / 2)[:, None]) / (n1 * n0)[:, None]
     out[(n1 == 0) | (n0 == 0)] = np.nan
@@ -108,25 +111,39 @@ def strength(score: np.ndarray, metric: str) -> np.ndarray:
 
 
 def rank_units(values: np.ndarray, names: list[str], features: dict[str, np.ndarray],
-               top: int = 5) -> dict[str, dict]:
+               top: int = 5, screen: int | None = 20_000) -> dict[str, dict]:
     """Score every unit against every feature and keep the best `top` per feature:
 
         {feature: {"metric": "auc" | "r", "positives": fraction or None,
                    "best": [{"unit": name, "index": column, "score": s, "sign": +1 | -1}, ...]}}
 
-    sign -1 marks a unit that is low where the feature is high (AUC < 0.5 or r < 0)."""
+    sign -1 marks a unit that is low where the feature is high (AUC < 0.5 or r < 0); strength
+    is max(AUC, 1 - AUC) or |r|, the score of the unit turned the informative way round.
+
+    Two passes when there are more than `screen` rows: every unit is scored on `screen` evenly
+    spaced rows (sorting all units over all rows is the slow part), then the 4 * top best of
+    each feature are scored again on every row, and those exact scores are the ones ranked and
+    reported. screen=None scores everything on every row."""
     if values.shape[1] != len(names):
         raise ValueError(f"{values.shape[1]} columns of values but {len(names)} names")
-    scores = score_units(values, features)
+    N = values.shape[0]
+    rows = np.unique(np.linspace(0, N - 1, screen).astype(np.int64)) if screen and N > screen else None
+    sub = values if rows is None else values[rows]
+    scores = score_units(sub, {k: v if rows is None else v[rows] for k, v in features.items()})
     table = {}
     for name, s in scores.items():
         metric = "auc" if features[name].dtype == bool else "r"
-        order = np.argsort(-strength(s, metric), kind="stable")[:top]
+        cand = np.argsort(-strength(s, metric), kind="stable")[: (top if rows is None else 4 * top)]
+        if rows is not None:  # exact scores of the candidates on every row
+            s = np.full(values.shape[1], np.nan)
+            s[cand] = score_units(values[:, cand], {name: features[name]})[name]
+        order = cand[np.argsort(-strength(s[cand], metric), kind="stable")][:top]
         centre = 0.5 if metric == "auc" else 0.0
         table[name] = {
             "metric": metric,
             "positives": float(features[name].mean()) if metric == "auc" else None,
             "best": [{"unit": names[j], "index": int(j), "score": float(s[j]),
+                      "strength": float(max(s[j], 1 - s[j]) if metric == "auc" else abs(s[j])),
                       "sign": 1 if s[j] >= centre else -1} for j in order if np.isfinite(s[j])],
         }
     return table
