@@ -96,14 +96,21 @@ def _weight_grads(ctx, need, dG: Tensor, dG_hh: Tensor, x: Tensor, h_prev: Tenso
     need: which of (dx, dW_ih, dW_hh, db_ih, db_hh) are wanted. dG (T, B, G*H) is the gradient
     at the input projection's pre-activations, dG_hh (T, B, G*H) the same for the recurrent
     product (the same tensor except in the GRU's candidate), x (T, B, D) the layer's input and
-    h_prev (T, B, H) the state each step read.
+    h_prev (T, B, H) the state each step read, or (h0, the outputs but the last).
     """
     T, B, GH = dG.shape
     dG2 = dG.reshape(T * B, GH)  # (T*B, G*H)
     dGh2 = dG_hh.reshape(T * B, GH)  # (T*B, G*H)
     dx = Product(ctx.w_ih.t(), T * B)(dG2).view(T, B, -1) if need[0] else None  # (T, B, D)
     dw_ih = dG2.t() @ x.reshape(T * B, -1) if need[1] else None  # (G*H, D)
-    dw_hh = dGh2.t() @ h_prev.reshape(T * B, -1) if need[2] else None  # (G*H, H)
+    dw_hh = None
+    if need[2] and isinstance(h_prev, tuple):  # (h0 (B, H), h_1 .. h_{T-1} (T-1, B, H)), not joined
+        h0, rest = h_prev
+        dw_hh = dG_hh[0].t() @ h0  # (G*H, H)
+        if T > 1:
+            dw_hh.addmm_(dG_hh[1:].reshape((T - 1) * B, GH).t(), rest.reshape((T - 1) * B, -1))
+    elif need[2]:
+        dw_hh = dGh2.t() @ h_prev.reshape(T * B, -1)  # (G*H, H)
     db_ih = dG2.sum(0) if ctx.has_bias and need[3] else None  # (G*H,)
     db_hh = None
     if ctx.has_bias and need[4]:
@@ -117,48 +124,43 @@ class RNNTanhSequence(torch.autograd.Function):
     forward(x (T, B, D), h0 (B, H), w_ih, w_hh, b_ih, b_hh, relu) -> hs (T, B, H).
     Backward: with k_t = tanh'(.) = 1 - h_t^2 (or [h_t > 0]),
         dP_t = (dy_t + dP_{t+1} W_hh) * k_t,   dh_0 = dP_1 W_hh.
+    Both loops run in place: step t adds its recurrent product onto A_t and applies tanh there,
+    so the projection buffer becomes the outputs, and the backward accumulates onto a copy of dy,
+    with no per-step copies.
     """
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu=False):
-        T, B, _ = x.shape
-        H = w_hh.shape[1]
-        a = _input_projection(x, w_ih, _both_biases(b_ih, b_hh))  # (T, B, H)
-        hs = x.new_empty(T + 1, B, H)  # hs[0] = h0, hs[t+1] = h_t
-        hs[0] = h0
+        hs = _input_projection(x, w_ih, _both_biases(b_ih, b_hh))  # (T, B, H): A, then h
         w_hh_t = w_hh.t()
         act = torch.relu_ if relu else tanh_
-        for t in range(T):
-            torch.addmm(a[t], hs[t], w_hh_t, out=hs[t + 1])  # (B, H)
-            act(hs[t + 1])
+        h = h0
+        for t in range(hs.shape[0]):
+            h = act(hs[t].addmm_(h, w_hh_t))  # (B, H)
         ctx.relu, ctx.has_bias = relu, b_ih is not None
         ctx.w_ih, ctx.w_hh = w_ih, w_hh
-        ctx.save_for_backward(x, hs)
-        return hs[1:]
+        ctx.save_for_backward(x, h0, hs)
+        return hs
 
     @staticmethod
     def backward(ctx, dy):
-        x, hs = ctx.saved_tensors
+        x, h0, hs = ctx.saved_tensors
         T, B, H = dy.shape
-        h = hs[1:]  # (T, B, H)
-        dy = dy.contiguous()  # (T, B, H): each step reads one block
-        dP = torch.empty_like(dy)  # (T, B, H) gradient at the pre-activations
+        dP = torch.empty(T, B, H, dtype=dy.dtype, device=dy.device).copy_(dy)  # (T, B, H): dy, then dP
         tmp = dy.new_empty(B, H)
         w_hh = ctx.w_hh
         # The factors are computed step by step while h_t is in cache: a pass over the whole
         # sequence per factor measured slower on a busy machine than these small ops.
         for t in range(T - 1, -1, -1):
-            if t == T - 1:
-                dP[t].copy_(dy[t])
-            else:
-                torch.addmm(dy[t], dP[t + 1], w_hh, out=dP[t])  # (B, H)
+            if t < T - 1:
+                dP[t].addmm_(dP[t + 1], w_hh)  # (B, H)
             if ctx.relu:
-                dP[t].masked_fill_(h[t] <= 0, 0)
+                dP[t].masked_fill_(hs[t] <= 0, 0)
             else:
-                dP[t].addcmul_(dP[t], torch.mul(h[t], h[t], out=tmp), value=-1)  # dP (1 - h^2)
+                dP[t].addcmul_(dP[t], torch.mul(hs[t], hs[t], out=tmp), value=-1)  # dP (1 - h^2)
         need = ctx.needs_input_grad
         dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, hs[:-1])
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, (h0, hs[:-1]))
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
 
 
