@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -480,6 +481,14 @@ def test_serve_bad_arguments(capsys, run, args, words):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("unrolled: error: ") and words in err and "Traceback" not in err
+
+
+def test_serve_without_the_web_extra(capsys, monkeypatch, run):
+    monkeypatch.delitem(sys.modules, "unrolled.web.server", raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    assert cli.main(["serve", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'unrolled[web]'" in err and "uvicorn" in err
 
 
 def test_serve_port_in_use(capsys, run, one_thread):

@@ -15,6 +15,8 @@ import threading
 import webbrowser
 from pathlib import Path
 
+import uvicorn  # imported here, not in serve(): the CLI turns a missing web extra into one sentence
+
 from unrolled.errors import UserError
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -94,8 +96,6 @@ def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | No
 def serve(checkpoint: str, text: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           open_browser: bool = False, max_chars: int | None = None, log_level: str = "warning") -> None:
     """Load `checkpoint`, then serve the viewer on host:port until interrupted."""
-    import uvicorn
-
     from unrolled.web.app import create_app
 
     if not 0 <= port <= 65535:
