@@ -111,24 +111,27 @@ def test_kernel_path_with_lengths_falls_back_to_packing():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("embedding_size", [0, 4])
-def test_step_sampler_equals_model(cell, embedding_size):
+@pytest.mark.parametrize("embedding_size, batch, dtype", [(0, B, torch.float64), (4, B, torch.float64),
+                                                          (4, 8, torch.float64), (4, 8, torch.float32)])
+def test_step_sampler_equals_model(cell, embedding_size, batch, dtype):
+    # batch 8 takes the packed products (oneDNN in float32), batch 2 the addmm into buffers
     from unrolled.config import ModelConfig
     from unrolled.text import Vocabulary
     vocab = Vocabulary.from_text("abcdefg")
     assert len(vocab) == V
     model = unrolled.CharLM(vocab, ModelConfig(cell=cell, hidden_size=H, num_layers=2,
-                                               embedding_size=embedding_size)).double().eval()
-    idx = torch.randint(0, V, (B, T))
-    start = model.zero_state(B)
+                                               embedding_size=embedding_size)).to(dtype).eval()
+    tol = {"rtol": 0, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    idx = torch.randint(0, V, (batch, T))
+    start = model.zero_state(batch)
     start = tuple(torch.randn_like(s) for s in start) if cell == "lstm" else torch.randn_like(start)
-    ref, ref_state = model(idx, start)  # (B, T, V)
-    stepper = StepSampler(model, batch=B)
+    ref, ref_state = model(idx, start)  # (batch, T, V)
+    stepper = StepSampler(model, batch=batch)
     stepper.reset(start)
     for t in range(T):
-        torch.testing.assert_close(stepper.logits(idx[:, t]), ref[:, t], rtol=0, atol=1e-12)
+        torch.testing.assert_close(stepper.logits(idx[:, t]), ref[:, t], **tol)
     for a, b in zip(_tuple(stepper.state), _tuple(ref_state)):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        torch.testing.assert_close(a, b, **tol)
 
 
 def test_auto_path_picks_a_path_that_equals_readable():

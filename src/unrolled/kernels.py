@@ -404,6 +404,11 @@ class StepSampler:
             self.b_hh = [rnn.layer_weights(k)[3] for k in range(self.L)]
             self.head_w_t = model.head.weight.t().contiguous()  # (H, V)
             self.head_b = model.head.bias
+            # oneDNN's packed products pay from a batch of a few rows; a single row is a
+            # matrix-vector product, where addmm into the buffers measured no slower
+            packed = batch >= 8 and self.kind != "rnn"
+            self.ih = [None] + [Product(rnn.layer_weights(k)[0], batch) for k in range(1, self.L)] if packed else None
+            self.hh = [Product(rnn.layer_weights(k)[1], batch) for k in range(self.L)] if packed else None
         G = self.first.shape[1]
         self.h = torch.zeros(self.L, batch, H, **kw)  # (L, B, H)
         self.c = torch.zeros(self.L, batch, H, **kw)  # (L, B, H), LSTM only
@@ -441,15 +446,20 @@ class StepSampler:
         for k in range(self.L):
             h = self.h[k]  # (B, H), this layer's state, updated in place
             if k == 0:
-                torch.index_select(self.first, 0, idx, out=pre)  # (B, G*H)
+                pre = torch.index_select(self.first, 0, idx, out=self.pre)  # (B, G*H)
+            elif self.ih is not None:
+                pre = self.ih[k](self.h[k - 1], bias=self.b[k])  # (B, G*H)
             elif self.b[k] is not None:
                 torch.addmm(self.b[k], self.h[k - 1], self.w_ih_t[k], out=pre)
             else:
                 torch.mm(self.h[k - 1], self.w_ih_t[k], out=pre)
             if self.kind == "gru":
-                self._gru(h, k)
+                self._gru(h, k, pre)
                 continue
-            pre.addmm_(h, self.w_hh_t[k])
+            if self.hh is not None:
+                pre = self.hh[k](h, other=pre)  # (B, G*H)
+            else:
+                pre.addmm_(h, self.w_hh_t[k])
             if self.kind == "rnn":
                 h.copy_(pre.relu_() if self.relu else tanh_(pre))
                 continue
@@ -463,9 +473,11 @@ class StepSampler:
             return torch.addmm(self.head_b, self.h[-1], self.head_w_t, out=self.out)  # (B, V)
         return torch.mm(self.h[-1], self.head_w_t, out=self.out)
 
-    def _gru(self, h: Tensor, k: int) -> None:
-        H, pre, rec = self.H, self.pre, self.rec
-        if self.b_hh[k] is not None:
+    def _gru(self, h: Tensor, k: int, pre: Tensor) -> None:
+        H, rec = self.H, self.rec
+        if self.hh is not None:
+            rec = self.hh[k](h, bias=self.b_hh[k])  # (B, 3H)
+        elif self.b_hh[k] is not None:
             torch.addmm(self.b_hh[k], h, self.w_hh_t[k], out=rec)  # (B, 3H)
         else:
             torch.mm(h, self.w_hh_t[k], out=rec)
