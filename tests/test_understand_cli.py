@@ -46,6 +46,14 @@ def test_saturation_and_ngram_commands(run, capsys):
     assert "3-gram" in out and "LSTM 2x5" in out and "inside a comment" in out
 
 
+def test_match_command(run, capsys):
+    a = CODE.index("comment")
+    assert main(["match", str(run / "run"), str(run / "code.c"), "--span", f"{a}:{a + 7}", "--states", "h,c",
+                 "--pad", "0", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("selected 'comment'") and f"{a}:{a + 7}" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["cells", "{run}/run", "{run}/missing.txt"], "missing.txt does not exist"),
     (["cells", "{run}/nowhere", "{run}/code.c"], "nowhere does not exist"),
@@ -56,6 +64,8 @@ def test_saturation_and_ngram_commands(run, capsys):
     (["cells", "{run}/run", "{run}/greek.txt"], "never saw"),
     (["cells", "{run}/run", "{run}/code.c", "--out", "{run}/no/such/dir/r.html"], "does not exist; create it"),
     (["ngram", "{run}/code.c", "--orders", "0,30"], "--orders must lie in 1..20"),
+    (["match", "{run}/run", "{run}/code.c", "--span", "5"], "--span must be START:END"),
+    (["match", "{run}/run", "{run}/code.c", "--span", "5:99999"], "must lie within the text"),
     (["saturation", "{run}/run", "{run}/code.c", "--threads", "0"], "--threads must be a positive integer"),
 ])
 def test_bad_input_is_one_sentence(run, capsys, argv, message):

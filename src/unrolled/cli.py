@@ -419,8 +419,34 @@ def add_ngram(sub) -> None:
 
     p.set_defaults(func=run)
 
+def add_match(sub) -> None:
+    p = sub.add_parser(
+        "match", help="the LSTMVis query: units on across a span of text, and where else they fire",
+        description="Select a span of the text (START:END, in characters); the units that are on "
+                    "(> threshold) across the whole span and off just before and after it are selected, "
+                    "then the other stretches of the text where they are on together are listed, best first "
+                    "(most selected units on, fewest other units on, longest).")
+    p.add_argument("checkpoint", help="a run directory or a checkpoint directory")
+    p.add_argument("file", help="a UTF-8 text file to read")
+    p.add_argument("--span", required=True, metavar="START:END", help="the selected characters, e.g. 120:140")
+    p.add_argument("--threshold", type=float, default=0.3, help="a unit is on above this value (default 0.3)")
+    p.add_argument("--states", default="h", metavar="KEYS", help="quantities to select from, comma-separated (default h)")
+    p.add_argument("--pad", type=int, default=1, metavar="N", help="characters on each side that must be off (default 1)")
+    p.add_argument("--min-on", type=int, default=None, metavar="N",
+                   help="a match needs this many selected units on (default: all of them)")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="matches to list (default 10)")
+    _understand_common(p)
+
+    def run(args):
+        from unrolled.understand.commands import select_match
+        return select_match(args.checkpoint, args.file, args.span, threshold=args.threshold, states=args.states,
+                            pad=args.pad, min_on=args.min_on, top=args.top, split=args.split,
+                            max_chars=args.max_chars, threads=args.threads, as_json=args.json)
+
+    p.set_defaults(func=run)
+
 COMMANDS = [add_hello, add_prepare, add_serve, add_bench, add_train, add_sample, add_eval, add_inspect,
-            add_plot, add_demo, add_cells, add_saturation, add_ngram]
+            add_plot, add_demo, add_cells, add_saturation, add_ngram, add_match]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -179,3 +179,39 @@ def ngram(file, orders="1,2,3,5,10,20", checkpoint=None, vocab_from=None, max_ch
             print(f"{r['kind']:<38} {r['count']:>8,} {r['model_errors']:>7.3f} {r['ngram_errors']:>7.3f} "
                   f"{r['model_only_right']:>17.3f} {r['ngram_only_right']:>18.3f}")
     return 0
+
+
+def select_match(checkpoint, file, span: str, threshold: float = 0.3, states: str = "h", pad: int = 1,
+                 min_on: int | None = None, top: int = 10, split="all", max_chars=None, threads=1,
+                 as_json=False) -> int:
+    """The LSTMVis query on a text: the units on across the span START:END and off around it,
+    then the other stretches where they fire together."""
+    from unrolled.understand.record import record
+    from unrolled.understand.render import show_char
+    from unrolled.understand.search import match, select
+    try:
+        a, b = (int(x) for x in span.split(":"))
+    except ValueError:
+        raise UserError(f"--span must be START:END in characters, like 120:140, got {span!r}") from None
+    with torch_threads(threads):
+        model = load_model(checkpoint)
+        text = read_text(file, split, max_chars)
+        if not 0 <= a < b <= len(text):
+            raise UserError(f"--span {span} must lie within the text's 0:{len(text)} and be non-empty")
+        rec = record(model, text, keys=tuple(states.split(",")), probs=False, warmup=256, name=str(file))
+    values, names = rec.units(tuple(states.split(",")))
+    units = select(values, a, b, threshold=threshold, pad_before=pad, pad_after=pad)
+    matches = match(values, units, threshold=threshold, min_on=min_on, top=top) if units.size else []
+    snippet = lambda i, j: "".join(show_char(c) if c in "\n\t" else c for c in text[i:j])  # noqa: E731
+    result = {"span": [a, b], "text": text[a:b], "units": [names[u] for u in units], "matches": [
+        {**m, "text": text[m["start"]:m["end"]]} for m in matches]}
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"selected {snippet(a, b)!r} ({a}:{b}); {len(units)} unit(s) on across it and off around it "
+          f"(threshold {threshold}): {', '.join(result['units']) or 'none'}")
+    for m in matches:
+        ctx = snippet(max(0, m["start"] - 15), m["start"]) + "[" + snippet(m["start"], m["end"]) + "]" + \
+            snippet(m["end"], m["end"] + 15)
+        print(f"{m['start']:>9}:{m['end']:<9} on {m['intersection']}/{len(units)}, union {m['union']:>3}  {ctx}")
+    return 0
