@@ -223,3 +223,11 @@ def test_kernel_path_float32_equals_readable(case):
     torch.testing.assert_close(got["kernel"][0], got["readable"][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(got["kernel"][1], got["readable"][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_kernel_bias_gradients_do_not_share_storage(kind):
+    # in-place clipping scales every .grad once; two that shared storage would be scaled twice
+    layer = LAYERS[kind](D, H, path="kernel")
+    layer(torch.randn(B, T, D))[0].sum().backward()
+    assert layer.bias_ih_l0.grad.data_ptr() != layer.bias_hh_l0.grad.data_ptr()

@@ -8,16 +8,17 @@ What makes them fast (the torch-rnn recipe, in PyTorch ops):
 1. the input projection of every step is ONE matrix product, before the loop:
        A = X W_ih^T + b          X (T*B, D) -> A (T*B, G*H)
 2. the per-step work is only what cannot wait: the recurrent product h_{t-1} W_hh^T added onto
-   A_t (one `addmm`) and a handful of element-wise ops written into preallocated buffers;
-3. everything the backward pass multiplies by, step by step, is computed for the whole sequence
-   at once after the forward loop, so each backward step is one `addmm` and two or three
-   element-wise ops;
+   A_t and a handful of element-wise ops, in place or into preallocated buffers (tanh as
+   2 sigmoid(2x) - 1, see `tanh_`);
+3. each backward step is the product dP_{t+1} W_hh and the element-wise factors of that step,
+   computed while its gates are in cache;
 4. the weight gradients of all steps are ONE matrix product each, after the backward loop:
        dW_hh = dG^T H_prev,  dW_ih = dG^T X,  db = sum of dG,  dX = dG W_ih
    with dG (T*B, G*H) the gradients of every step's gate pre-activations.
 
 Each kernel is a `torch.autograd.Function` with a hand-written backward; tests/test_kernels.py
 checks each against the readable path (float64, forward and every gradient) and with gradcheck.
+docs/performance.md has the measurements behind every choice here.
 """
 from __future__ import annotations
 
@@ -114,7 +115,8 @@ def _weight_grads(ctx, need, dG: Tensor, dG_hh: Tensor, x: Tensor, h_prev: Tenso
     db_ih = dG2.sum(0) if ctx.has_bias and need[3] else None  # (G*H,)
     db_hh = None
     if ctx.has_bias and need[4]:
-        db_hh = db_ih if (dG_hh is dG and db_ih is not None) else dGh2.sum(0)  # (G*H,)
+        # a copy, never the same tensor: two .grad sharing storage would be clipped twice
+        db_hh = db_ih.clone() if (dG_hh is dG and db_ih is not None) else dGh2.sum(0)  # (G*H,)
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
 
