@@ -88,3 +88,13 @@ def test_cli_prepare(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("unrolled: error: ") and "does not exist" in err and err.count("\n") == 1
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o2.partial").exists()
+
+
+def test_prepared_checksum_is_the_training_fingerprint(tmp_path):
+    from unrolled.train import fingerprint
+
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT * 3, encoding="utf-8")
+    p = prep.prepare([f], tmp_path / "out", chunk_bytes=16)
+    assert fingerprint(np.asarray(p.vocab.encode(TEXT * 3), dtype=p.tokens.dtype)) == \
+        {"chars": p.meta["tokens"], "crc32": p.meta["crc32"]}

@@ -21,6 +21,7 @@ import codecs
 import json
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -120,12 +121,16 @@ def prepare(paths: Sequence[str | os.PathLike] | None, out: str | os.PathLike, b
         lut = np.zeros(0x110000, dtype=dtype)
         lut[symbols] = np.arange(len(symbols), dtype=dtype)
         # (plain reads, not a memory map: mapped pages would count against resident memory)
+        crc = 0  # of the token bytes, so training can fingerprint the corpus without reading it again
         with open(scratch, "rb") as src, open(tmp / "tokens.bin", "wb") as f:
             while (c := np.fromfile(src, dtype=np.uint32, count=chunk_bytes)).size:
-                lut[c].tofile(f)
+                ids = lut[c]
+                crc = zlib.crc32(ids.tobytes(), crc)
+                ids.tofile(f)
         scratch.unlink()
         meta = {"format": FORMAT, "version": VERSION, "vocab": vocab.to_json(), "dtype": dtype.name,
-                "tokens": count, "sources": sources}
+                "tokens": count, "crc32": crc,
+                "sources": sources}
         (tmp / "corpus.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)

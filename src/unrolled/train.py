@@ -181,7 +181,8 @@ def prepare_data(cfg: Config, vocab: Vocabulary | None = None, what: str = "the 
             raise UserError(f"the prepared corpus {d.paths[0]} has another vocabulary than the checkpoint; "
                             "prepare the text again or train without --init-from")
         train, val, test = split(prepared.tokens, fractions)
-        return Data(prepared.vocab, train, val, test, fingerprint(prepared.tokens))
+        # the checksum prepare computed: reading 2 GB again would fill resident memory with its pages
+        return Data(prepared.vocab, train, val, test, {"chars": prepared.meta["tokens"], "crc32": prepared.meta["crc32"]})
     text = read_corpus(d.paths, byte_level=d.byte_level)
     if vocab is None:
         vocab = Vocabulary.from_text(text)
