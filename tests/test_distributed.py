@@ -65,3 +65,27 @@ def test_ddp_resume_equals_an_uninterrupted_ddp_run(corpus, tmp_path):
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-7, msg=k)
+
+
+def test_two_nodes_rendezvous_over_loopback(corpus, tmp_path):
+    """Multi-node as a user runs it: two torchrun launchers (one per 'node'), one process each,
+    meeting at a c10d rendezvous endpoint; equal to one process over the union of the batches."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [str(corpus), *TINY, "--batch-size", "2", "--max-steps", "2", "--out", str(tmp_path / "nodes")]
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={i}",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=unrolled-test",
+         "-m", "unrolled", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    for p in launchers:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-2000:] + err[-4000:]
+    run([str(corpus), *TINY, "--batch-size", "4", "--max-steps", "2", "--out", str(tmp_path / "one")])
+    a, b = weights(tmp_path / "nodes"), weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
