@@ -81,7 +81,7 @@ def test_overwrite_is_atomic_and_leaves_nothing_behind(tmp_path, monkeypatch):
         return real(tensors, filename)
 
     monkeypatch.setattr(ck, "save_file", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write checkpoint .*disk full.*is kept"):
         write(tmp_path / "ck", m, step_marker="new")
     assert json.loads((tmp_path / "ck" / "state.json").read_text())["step_marker"] == "old"  # untouched
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary directory left

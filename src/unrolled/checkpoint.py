@@ -7,14 +7,21 @@ A checkpoint is a directory (a run keeps two: RUN/best/ by validation, RUN/last/
     state.safetensors      the carried hidden state of the training streams, and the RNG states
     state.json             format and version, config, vocabulary, step, data position, metrics,
                            schedule and early-stopping state, optimizer hyper-parameters, sizes
-                           of the three tensor files (so a truncated file is named, not guessed)
+                           and SHA-256 of the three tensor files (so a truncated or bit-flipped
+                           file is named, not guessed), and a SHA-256 of its own content
 
-It is written into a temporary directory beside the target and renamed into place, so a reader
-never sees half a checkpoint. Loading reads safetensors and JSON only (never `torch.load`, never
-pickle), always onto the CPU first, so a checkpoint made on a GPU loads on a machine without one.
+It is written into a temporary directory beside the target (every file fsynced) and renamed into
+place, so a reader never sees half a checkpoint. Replacing one takes two renames (old aside, new
+in); a process killed between them leaves the old one in `.NAME.old-*/NAME`, which `resolve`
+reads until the next save tidies it away. A write that fails (disk full, no permission) raises a
+UserError and leaves the previous checkpoint as it was. Loading reads safetensors and JSON only
+(never `torch.load`, never pickle), checks sizes and checksums before parsing, always onto the
+CPU first, so a checkpoint made on a GPU loads on a machine without one. Checkpoints written
+before the checksums existed still load (their sizes are checked).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +31,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from unrolled.errors import UserError
 
@@ -101,39 +109,96 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 
 
 # --- writing -----------------------------------------------------------------------------------
+def save_file(tensors: dict[str, torch.Tensor], filename: str) -> str:
+    """Write `tensors` as one safetensors file, fsynced; return its SHA-256 (hex).
+
+    Serialised in memory and written with Python's file API, so a full disk or a missing
+    permission is an OSError here (not a short file published later), and the checksum is of
+    exactly the bytes meant to be on disk.
+    """
+    blob = save_bytes(tensors)
+    with open(filename, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(blob).hexdigest()
+
+
+def content_checksum(record: dict) -> str:
+    """SHA-256 of state.json's content without its own "checksum" field, in a canonical form
+    (sorted keys, no spaces), so any changed value or key is caught, however it is laid out."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make renames inside `directory` durable (a power cut after save keeps the new entry)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory: renames there are as durable as it gets
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _leftovers(path: Path) -> list[Path]:
+    """Temporary and set-aside copies of checkpoint `path` left by a process killed while saving."""
+    return sorted(path.parent.glob(f".{path.name}.tmp-*")) + sorted(path.parent.glob(f".{path.name}.old-*"))
+
+
 def save(path: str | os.PathLike, state: dict, model: dict[str, torch.Tensor],
          optimizer: dict[str, torch.Tensor] | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write a checkpoint directory atomically: into a temporary directory, then renamed."""
+    """Write a checkpoint directory atomically: into a temporary directory, then renamed.
+
+    A failed write (OSError: disk full, permission denied, ...) becomes a UserError naming the
+    checkpoint, and the checkpoint that was at `path` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         contents = {
             "model.safetensors": {k: v.detach().to("cpu").contiguous() for k, v in model.items()},
             "optimizer.safetensors": optimizer or {},
             "state.safetensors": tensors or {},
         }
-        for name, tensor_dict in contents.items():
-            save_file(tensor_dict, str(tmp / name))
+        sha256 = {name: save_file(tensor_dict, str(tmp / name)) for name, tensor_dict in contents.items()}
         record = {"format": FORMAT, "version": VERSION, "torch": torch.__version__, **state,
-                  "files": {name: (tmp / name).stat().st_size for name in TENSOR_FILES}}
-        with open(tmp / "state.json", "w", encoding="utf-8") as f:
+                  "files": {name: (tmp / name).stat().st_size for name in TENSOR_FILES}, "sha256": sha256}
+        record["checksum"] = content_checksum(record)
+        with open(tmp / "state.json", "w", encoding="utf-8") as f:  # last: its presence marks a whole copy
             json.dump(record, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         _set_default_permissions(tmp)
         # A directory cannot replace a non-empty one in one rename: move the old one aside first,
-        # then the new one in, then delete the old one. A reader sees one whole checkpoint or the other.
+        # then the new one in, then delete the old one. A reader sees one whole checkpoint or the
+        # other (`resolve` finds the old one aside if a process dies between the two renames).
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # put the previous checkpoint back where readers look for it
+                os.replace(old / path.name, path)
+            raise
+        tmp = None
+        _fsync_directory(path.parent)
+        for stale in _leftovers(path):  # this save's old copy, and any a killed save left behind
+            shutil.rmtree(stale, ignore_errors=True)
+    except OSError as e:
+        raise UserError(f"cannot write checkpoint {path} ({e.strerror or e}); the checkpoint that was there is "
+                        f"kept; free some disk space or make {path.parent} writable, then resume the run") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -152,6 +217,9 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     -> the checkpoint directory. `prefer` says which of a run's two to take when both exist."""
     p = Path(path)
     if not p.exists():
+        aside = _set_aside(p)  # a save of this very checkpoint was killed between its renames
+        if aside is not None:
+            return aside
         raise UserError(f"checkpoint {path} does not exist; give a run directory or a checkpoint directory")
     if p.is_file():
         if p.name in TENSOR_FILES + ("state.json",):
@@ -164,8 +232,20 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     for name in order:
         if (p / name / "state.json").exists():
             return p / name
+        aside = _set_aside(p / name)
+        if aside is not None:
+            return aside
     raise UserError(f"{path} is not a checkpoint (no state.json, best/ or last/ in it); "
                     "give a run directory or a checkpoint directory")
+
+
+def _set_aside(path: Path) -> Path | None:
+    """The previous copy of checkpoint `path`, when a save was killed between its two renames
+    (the old copy moved aside, the new one not yet in place); the newest such copy, or None."""
+    if path.exists():
+        return None
+    copies = [d / path.name for d in path.parent.glob(f".{path.name}.old-*") if (d / path.name / "state.json").exists()]
+    return max(copies, key=lambda c: c.stat().st_mtime_ns) if copies else None
 
 
 def read_state(path: Path) -> dict:
@@ -179,6 +259,9 @@ def read_state(path: Path) -> dict:
     if state.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {state.get('version')}, this unrolled reads "
                         f"version {VERSION}; use the unrolled version that wrote it")
+    if "checksum" in state and state["checksum"] != content_checksum(state):
+        raise UserError(f"checkpoint {path} is damaged: state.json does not match its checksum (a changed or "
+                        "flipped value); use the run's other checkpoint or train again")
     return state
 
 
@@ -194,8 +277,16 @@ def _load_tensors(path: Path, name: str, state: dict) -> dict[str, torch.Tensor]
         raise UserError(f"checkpoint {path} is damaged: {name} has {size} bytes, {want} were written "
                         "(truncated?); use the run's other checkpoint or train again")
     try:
-        return load_file(str(f), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+        blob = f.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {name}: {e.strerror or e}") from None
+    digest = (state.get("sha256") or {}).get(name)
+    if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
+        raise UserError(f"checkpoint {path} is damaged: {name} does not match its SHA-256 checksum (flipped or "
+                        "changed bytes); use the run's other checkpoint or train again")
+    try:
+        return {k: v.to("cpu") for k, v in load_bytes(blob).items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"checkpoint {path} is damaged: {name} cannot be read ({e})") from None
 
 
