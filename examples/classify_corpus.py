@@ -52,11 +52,11 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=int, default=100, help="characters per snippet")
     ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
     ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--test", type=int, default=1000, help="held-out snippets per corpus")
-    ap.add_argument("--max-minutes", type=float, default=4.0)
+    ap.add_argument("--max-minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     model = unrolled.ManyToOne(len(vocab), len(NAMES), args.hidden, args.cell, encoding="embedding",
                                embedding_dim=32, head="classify", max_length=args.length)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
     start = time.time()
     for step in range(args.steps):
         x, y = snippets(train, vocab, args.batch, args.length, rng)
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         if (step + 1) % 100 == 0:
             print(f"step {step + 1} loss {loss.item():.4f} {time.time() - start:.0f}s", file=sys.stderr)
         if time.time() - start > args.max_minutes * 60:

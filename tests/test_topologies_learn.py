@@ -74,8 +74,8 @@ def test_encoder_decoder_learns_to_reverse_sequences_of_different_lengths():
         return x, y, lengths, lengths + 1
 
     m = train(unrolled.EncoderDecoder(7, 7, 48, "gru", bos_token=1, eos_token=2, max_target_length=6),
-              batch, 300)
+              batch, 250)
     x, y, lengths, _ = batch(0, n=100)
     want = [y[b, :lengths[b]].tolist() for b in range(100)]
-    assert sum(a == b for a, b in zip(m.greedy(x, lengths), want)) >= 90
-    assert sum(a == b for a, b in zip(m.beam_search(x, lengths, beam_width=3), want)) >= 90
+    assert sum(a == b for a, b in zip(m.greedy(x, lengths), want)) >= 85
+    assert sum(a == b for a, b in zip(m.beam_search(x, lengths, beam_width=3), want)) >= 85
