@@ -116,7 +116,7 @@ def add_train(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="a TOML file setting any of the flags below (by field name)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
     choices = {"cell": C.CELLS, "optimizer": C.OPTIMIZERS, "schedule": C.SCHEDULES, "clip": C.CLIPS,
-               "bptt": C.BPTT, "unknown": C.UNKNOWN}
+               "bptt": C.BPTT, "unknown": C.UNKNOWN, "nonfinite": C.NONFINITE}
     helps = C.field_help()
     metavars = {"out": "DIR", "resume": "DIR", "init_from": "CKPT", "device": "DEVICE", "replacement": "CHAR"}
     for part, cls in C.PARTS.items():

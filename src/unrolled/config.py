@@ -32,6 +32,8 @@ SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
 CLIPS = ("norm", "value", "none")
 BPTT = ("truncated", "full")
 UNKNOWN = ("error", "skip", "replace")
+NONFINITE = ("stop", "skip")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainConfig:
     patience: int = 2  # plateau: validations without improvement before the lr is multiplied by gamma
     clip: str = "norm"  # norm (rescale g to clip_value/||g|| when larger), value (clamp), or none
     clip_value: float = 1.0  # the threshold for clip
+    nonfinite: str = "stop"  # a NaN or infinite loss or gradient: stop (the update is not applied; the last checkpoint is kept) or skip that update
     max_steps: int | None = None  # stop after this many updates
     max_epochs: float | None = None  # stop after this many passes over the training text
     max_minutes: float | None = None  # stop after this much wall-clock time
@@ -247,8 +250,9 @@ def check(cfg: Config) -> None:
     if not isinstance(t.early_stopping, int) or isinstance(t.early_stopping, bool) or t.early_stopping < 0:
         raise UserError(f"--early-stopping must be a whole number of validations, or 0 for never, got {t.early_stopping!r}")
     _positive_int("log_every", t.log_every)
-    if not isinstance(t.seed, int) or isinstance(t.seed, bool) or t.seed < 0:
-        raise UserError(f"--seed must be a whole number, 0 or more, got {t.seed!r}")
+    if not isinstance(t.seed, int) or isinstance(t.seed, bool) or not 0 <= t.seed <= MAX_SEED:
+        raise UserError(f"--seed must be a whole number from 0 to 2**63 - 1, got {t.seed!r}")
+    _choice("nonfinite", t.nonfinite, NONFINITE)
     if t.resume and t.init_from:
         raise UserError("--resume and --init-from exclude each other: resume continues a run, "
                         "init-from starts a new one from a checkpoint")

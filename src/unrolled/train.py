@@ -52,7 +52,9 @@ STOPS = (None, "max_steps", "max_epochs", "max_minutes", "early_stopping", "inte
 
 # Settings a resumed run may change (limits, reporting, where it runs); anything else is fixed.
 RESUMABLE = {"max_steps", "max_epochs", "max_minutes", "eval_every", "early_stopping", "log_every",
-             "progress", "device", "resume", "eval_max_chars"}
+             "progress", "device", "resume", "eval_max_chars", "nonfinite"}
+# With --nonfinite skip, this many non-finite updates in a row mean the run has diverged: it stops.
+MAX_SKIPS_IN_A_ROW = 10
 
 
 @dataclass
@@ -254,6 +256,11 @@ def _resolve_config(config: Config | None, overrides: dict) -> tuple[Config, ckp
     cfg = (config or Config()).updated(**overrides)
     if not cfg.train.resume:
         return cfg.check(), None
+    run = Path(cfg.train.resume)
+    if (run / "config.json").is_file() and not any((run / n).exists() for n in ("best", "last")) \
+            and ckpt_io.set_aside(run / "last") is None:
+        raise UserError(f"run {run} stopped before its first checkpoint, so there is nothing to resume; "
+                        "start it again with another --out (or delete that folder first)")
     saved = ckpt_io.read(cfg.train.resume, prefer="last", full=True)
     base = Config.from_dict(saved.state["config"])
     given = dict(overrides)
@@ -315,7 +322,13 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
 
     # 3) model and optimizer, seeded
     torch.manual_seed(t.seed)
-    model = CharLM(data.vocab, cfg.model)
+    try:
+        model = CharLM(data.vocab, cfg.model)
+    except (RuntimeError, MemoryError) as e:  # the allocator refuses a model larger than memory
+        if "alloc" not in str(e) and not isinstance(e, MemoryError):
+            raise
+        raise UserError(f"a model of --hidden-size {cfg.model.hidden_size} x --num-layers {cfg.model.num_layers} "
+                        "does not fit in this machine's memory; use a smaller model") from None
     if init is not None:
         model.load_state_dict(init.model)
     model.to(device)
@@ -333,13 +346,13 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
 
     # 5) the training state; a resumed run takes all of it from its last checkpoint
     st = {"step": 0, "epoch": 0, "window": 0, "best_val_bpc": None, "bad_evals": 0,
-          "plateau_scale": 1.0, "plateau_best": None, "plateau_bad": 0, "elapsed_s": 0.0}
+          "plateau_scale": 1.0, "plateau_best": None, "plateau_bad": 0, "elapsed_s": 0.0, "skipped": 0}
     carry = None
     if saved is not None:
         model.load_state_dict(saved.model)
         optimizer.load_state_dict(ckpt_io.optimizer_from_flat(saved.optimizer, saved.state["optimizer"]))
         for key in st:
-            st[key] = saved.state["loop"][key]
+            st[key] = saved.state["loop"].get(key, st[key])  # keys added later keep their start value
         carry = ckpt_io.state_from_tensors(saved.tensors)
         if carry is not None:
             rows = (carry[0] if isinstance(carry, tuple) else carry).shape[1]
@@ -442,6 +455,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
     stopped, last_eval_step = None, (st["step"] if saved is not None else -1)
     t_start = time.perf_counter() - st["elapsed_s"]
     chars_done, t_rate = 0, time.perf_counter()
+    skips_in_a_row = 0
     window_loss = WindowLoss(model, streams.stride)
     if group.active:  # gradients are averaged over ranks during backward
         window_loss = nn.parallel.DistributedDataParallel(
@@ -477,23 +491,43 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = clip_gradients(model.parameters(), t)
-            optimizer.step()
+            loss_value = loss.item()
+            # Checked before the update, so NaN never reaches the weights or a checkpoint. Under DDP
+            # the gradient norm is the same on every rank (gradients are averaged), so all agree.
+            finite = math.isfinite(grad_norm) and (group.active or math.isfinite(loss_value))
+            if finite:
+                optimizer.step()
+                skips_in_a_row = 0
+            else:
+                skips_in_a_row += 1
+                kept = (f"{run_dir / 'last'} (step {last_eval_step}) is the last good checkpoint"
+                        if last_eval_step >= 0 else "no checkpoint was written yet")
+                if t.nonfinite == "stop" or skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+                    if metrics_file is not None:
+                        metrics_file.close()
+                    if bar is not None:
+                        bar.close()
+                    what = (f"{MAX_SKIPS_IN_A_ROW} updates in a row had" if t.nonfinite == "skip"
+                            else "the update had")
+                    raise UserError(f"{what} a non-finite loss or gradient (loss {loss_value}, gradient norm "
+                                    f"{grad_norm}) at step {st['step'] + 1}, so training stopped without "
+                                    f"applying it; {kept}; lower --lr (now {t.lr:g}) or --clip-value and "
+                                    "start again, or resume with --nonfinite skip to skip such updates")
+                st["skipped"] += 1
+                log({"step": st["step"] + 1, "epoch": st["epoch"], "split": "train", "skipped": "nonfinite",
+                     "loss": None if not math.isfinite(loss_value) else loss_value,
+                     "grad_norm": None if not math.isfinite(grad_norm) else grad_norm})
+                parts = carry if isinstance(carry, tuple) else (carry,)
+                if carry is not None and not all(bool(torch.isfinite(s).all()) for s in parts):
+                    carry = None  # a state that overflowed would poison every later window
             st["step"] += 1
             st["window"] += 1
 
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                if metrics_file is not None:
-                    metrics_file.close()
-                if bar is not None:
-                    bar.close()
-                raise UserError(f"the training loss became {loss_value} at step {st['step']}; lower --lr "
-                                f"(now {t.lr:g}) or --clip-value, and start again (the last checkpoint "
-                                "before it is kept)")
-            recent.append(loss_value)
-            del recent[:-t.log_every]
+            if finite:
+                recent.append(loss_value)
+                del recent[:-t.log_every]
             chars_done += x.shape[0] * group.world_size * min(streams.stride, x.shape[1])
-            if st["step"] % t.log_every == 0:
+            if finite and recent and st["step"] % t.log_every == 0:
                 now = time.perf_counter()
                 cps = chars_done / max(now - t_rate, 1e-9)
                 chars_done, t_rate = 0, now
