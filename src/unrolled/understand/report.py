@@ -124,7 +124,7 @@ def report_html(excerpt: str, values: np.ndarray, names: list[str], labels: dict
         cells_ = "".join(f"<td>{h.escape(u['unit'])}</td><td>{signed(u)}</td>" for u in best[:3])
         pos = f"{entry['positives']:.1%}" if entry["positives"] is not None else ""
         rows.append(f"<tr><td>{h.escape(feature)}</td><td>{entry['metric']}</td><td>{pos}</td>{cells_}</tr>")
-    table = ("<table><tr><th>feature</th><th>score</th><th>positives</th>"
+    table = ("<table><tr><th>feature</th><th>metric</th><th>positives</th>"
              "<th>best unit</th><th>score</th><th>2nd</th><th>score</th><th>3rd</th><th>score</th></tr>"
              + "".join(rows) + "</table>")
     parts = [f"<p>{info['chars']:,} characters, {info['scored_chars']:,} scored, {info['units']} units "
