@@ -186,13 +186,14 @@ def train_contenders(cell: str, shape, vocab, tokens: torch.Tensor, device, bf16
     starts = torch.randint(0, len(tokens) - T - 1, (64, B), generator=gen)  # 64 windows, reused in turn
     windows = [torch.stack([tokens[s:s + T + 1] for s in row]).to(device) for row in starts]
 
-    def window(counter=[0]):  # noqa: B006 - a counter shared by the contenders' calls
+    def window(counter):
+        """The next window of one contender: every contender reads the same windows in turn."""
         counter[0] += 1
         w = windows[counter[0] % len(windows)]  # (B, T + 1)
         return w[:, :-1], w[:, 1:]
 
-    def torch_step(model=plain, opt=torch.optim.Adam(plain.parameters(), lr=tcfg.lr)):
-        x, y = window()
+    def torch_step(model=plain, opt=torch.optim.Adam(plain.parameters(), lr=tcfg.lr), counter=[0]):  # noqa: B006
+        x, y = window(counter)
         logits, _ = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -208,8 +209,8 @@ def train_contenders(cell: str, shape, vocab, tokens: torch.Tensor, device, bf16
             model.rnn.path = path
         opt = make_optimizer(model.parameters(), tcfg)
 
-        def unrolled_step(model=model, opt=opt):
-            x, y = window()
+        def unrolled_step(model=model, opt=opt, counter=[0]):  # noqa: B006 - this contender's own
+            x, y = window(counter)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
                 loss, _ = tbptt_loss(model, x, y, None, T)
             opt.zero_grad(set_to_none=True)
