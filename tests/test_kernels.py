@@ -113,8 +113,10 @@ def test_kernel_path_with_lengths_falls_back_to_packing():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("embedding_size, batch, dtype", [(0, B, torch.float64), (4, B, torch.float64),
                                                           (4, 8, torch.float64), (4, 8, torch.float32)])
-def test_step_sampler_equals_model(cell, embedding_size, batch, dtype):
+def test_step_sampler_equals_model(cell, embedding_size, batch, dtype, monkeypatch):
     # batch 8 takes the packed products (oneDNN in float32), batch 2 the addmm into buffers
+    import unrolled.kernels as kernels
+    monkeypatch.setattr(kernels.Product, "PACK_MIN", 1)  # pack even these tiny weights
     from unrolled.config import ModelConfig
     from unrolled.text import Vocabulary
     vocab = Vocabulary.from_text("abcdefg")
@@ -209,8 +211,10 @@ def test_tanh_as_sigmoid_equals_tanh():
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_kernel_path_float32_equals_readable(case):
+def test_kernel_path_float32_equals_readable(case, monkeypatch):
     # float32 on a CPU takes the oneDNN products (kernels.Product); float64 above takes addmm
+    import unrolled.kernels as kernels
+    monkeypatch.setattr(kernels.Product, "PACK_MIN", 1)  # pack even these tiny weights
     kind, kw = CASES[case]
     layer = LAYERS[kind](D, H, 2, **kw)
     x = torch.randn(B, T, D, requires_grad=True)

@@ -71,15 +71,18 @@ _ONEDNN = _has_onednn()
 class Product:
     """y = x W^T + bias (+ other), for a weight W (N, K) that many products reuse.
 
-    float32 on a CPU: W is packed once for oneDNN's GEMM, which we measured about 20% faster
-    than MKL's sgemm at the LSTM and GRU shapes (x of 64 rows, N = 4H) on an AMD EPYC, the
-    machine of docs/performance.md; elsewhere (float64, CUDA, builds without oneDNN) addmm.
+    float32 on a CPU with W of at least PACK_MIN elements: W is packed once for oneDNN's GEMM,
+    which we measured 10-40% faster than MKL's sgemm for the LSTM and GRU at H >= 256 on an AMD
+    EPYC (the machine of docs/performance.md), and slower for smaller W (its per-call cost);
+    elsewhere (smaller W, float64, CUDA, builds without oneDNN) addmm.
     """
+
+    PACK_MIN = 1 << 17  # elements of W: 3H x H at H = 256 packs, 4H x H at H = 128 does not
 
     def __init__(self, w: Tensor, rows: int):
         self.w = w.detach()
         self.packed = None
-        if _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32:
+        if _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= self.PACK_MIN:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w.contiguous(), rows)
 
     def __call__(self, x: Tensor, other: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
