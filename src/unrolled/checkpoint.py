@@ -171,7 +171,7 @@ def save(path: str | os.PathLike, state: dict, model: dict[str, torch.Tensor],
         record = {"format": FORMAT, "version": VERSION, "torch": torch.__version__, **state,
                   "files": {name: (tmp / name).stat().st_size for name in TENSOR_FILES}, "sha256": sha256}
         record["checksum"] = content_checksum(record)
-        with open(tmp / "state.json", "w", encoding="utf-8") as f:  # last: its presence marks a whole copy
+        with open(tmp / "state.json", "w", encoding="utf-8") as f:  # after the files it describes
             json.dump(record, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
@@ -217,7 +217,7 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     -> the checkpoint directory. `prefer` says which of a run's two to take when both exist."""
     p = Path(path)
     if not p.exists():
-        aside = _set_aside(p)  # a save of this very checkpoint was killed between its renames
+        aside = set_aside(p)  # a save of this very checkpoint was killed between its renames
         if aside is not None:
             return aside
         raise UserError(f"checkpoint {path} does not exist; give a run directory or a checkpoint directory")
@@ -232,14 +232,14 @@ def resolve(path: str | os.PathLike, prefer: str = "best") -> Path:
     for name in order:
         if (p / name / "state.json").exists():
             return p / name
-        aside = _set_aside(p / name)
+        aside = set_aside(p / name)
         if aside is not None:
             return aside
     raise UserError(f"{path} is not a checkpoint (no state.json, best/ or last/ in it); "
                     "give a run directory or a checkpoint directory")
 
 
-def _set_aside(path: Path) -> Path | None:
+def set_aside(path: Path) -> Path | None:
     """The previous copy of checkpoint `path`, when a save was killed between its two renames
     (the old copy moved aside, the new one not yet in place); the newest such copy, or None."""
     if path.exists():
