@@ -179,6 +179,7 @@ def test_bench_command_runs_a_part_and_prints_json(capsys, monkeypatch):
     (["bench", "--threads", "0"], "--threads"),
     (["bench", "--repeats", "0"], "--repeats"),
     (["bench", "--bf16", "--device", "cpu"], "--bf16"),
+    (["bench", "--device", "tpu9"], "--device"),
 ])
 def test_bench_bad_flags_end_in_one_sentence(argv, words, capsys):
     from unrolled.cli import main

@@ -514,6 +514,10 @@ def main(quick: bool = False, as_json: bool = False, threads: int | None = None,
     from unrolled.errors import UserError
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} was asked for but this torch sees no CUDA device; use --device cpu")
     if threads is not None and threads < 1:
