@@ -317,7 +317,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", prefer: st
         model = CharLM(vocab, config.model)
         model.load_state_dict(ckpt.model)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"checkpoint {ckpt.path} does not describe a model this unrolled can build ({e})") from None
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, however long
+        detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+        raise UserError(f"checkpoint {ckpt.path} does not describe a model this unrolled can build ({detail})") from None
     model.checkpoint_path = ckpt.path
     model.train_config = config.train
     return model.to(device).eval()
