@@ -236,3 +236,19 @@ def test_kernel_bias_gradients_do_not_share_storage(kind):
     layer = LAYERS[kind](D, H, path="kernel")
     layer(torch.randn(B, T, D))[0].sum().backward()
     assert layer.bias_ih_l0.grad.data_ptr() != layer.bias_hh_l0.grad.data_ptr()
+
+
+def test_bench_train_part_measures_every_contender(capsys, monkeypatch):
+    import unrolled.bench as bench
+    monkeypatch.setattr(bench, "corpus_text", lambda max_chars=0: "to be or not to be\n" * 50)
+    monkeypatch.setattr(bench, "SHAPES", [(H, 2, B, T)])
+    monkeypatch.setattr(bench, "CELLS", ("rnn", "gru"))
+    from unrolled.cli import main
+    assert main(["bench", "--only", "train", "--json", "--repeats", "1", "--threads", "1", "--quick"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["cell"] for r in result["train"]] == ["rnn", "gru"]
+    for row in result["train"]:
+        assert set(row["chars_per_s"]) == set(bench.CONTENDERS)
+        assert row["peak_gflops"] > 0 and row["speedup"]["torch"] == 1.0
+        assert all(0 < f for f in row["fraction_of_peak"].values())
+    assert {g["goal"].split(":")[0] for g in result["goals"]} == {f"train {c} {H}x2 b{B} t{T}" for c in ("rnn", "gru")}
