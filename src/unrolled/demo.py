@@ -19,7 +19,7 @@ def demo(minutes: float = 3.0, out: str | None = None, paths: list[str] | None =
 
     # Small enough to learn visible structure in minutes on two CPU cores.
     result = train(paths=list(paths or []), out=out, cell="lstm", hidden_size=128, num_layers=2,
-                   embedding_size=32, batch_size=32, seq_len=100, lr=3e-3, warmup_steps=20,
+                   embedding_size=32, batch_size=32, seq_len=100,
                    val_fraction=0.05, test_fraction=0.05,
                    max_minutes=minutes, eval_every=200, eval_max_chars=100_000, seed=seed,
                    progress=progress)
