@@ -193,13 +193,20 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch):
     calls = []
     real = kernels.run_layers
     monkeypatch.setattr(kernels, "run_layers", lambda *a: calls.append(a[0].kind) or real(*a))
-    x = torch.randn(B, T, D)
-    for hidden in (H, 256):
+
+    def kernel_kinds(hidden, batch, steps, grad=True):
         calls.clear()
-        for kind in LAYERS:
-            LAYERS[kind](D, hidden)(x)
-        assert sorted(calls) == sorted(k for (k, dev), smallest in kernels.KERNEL_WINS.items()
-                               if dev == "cpu" and hidden >= smallest)
+        x = torch.randn(batch, steps, D)
+        with torch.set_grad_enabled(grad):
+            for kind in LAYERS:
+                LAYERS[kind](D, hidden)(x)
+        return sorted(calls)
+
+    assert kernel_kinds(H, 8, 16) == ["rnn"]  # a training window: the RNN at any width
+    assert kernel_kinds(256, 8, 16) == ["gru", "rnn"]  # and the GRU from H = 256
+    assert kernel_kinds(256, 8, 16, grad=False) == ["rnn"]  # the GRU's forward alone: fused
+    assert kernel_kinds(256, 1, 16) == []  # sampling-sized batches and steps stay fused
+    assert kernel_kinds(256, 8, 1) == []
 
 
 def test_tanh_as_sigmoid_equals_tanh():

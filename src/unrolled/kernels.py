@@ -374,18 +374,29 @@ def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
 
 
 # Where `unrolled bench` measured our kernels ahead of the fused torch path (docs/performance.md):
-# (cell, device type) -> the smallest hidden size it wins at. On a CPU, torch.nn.RNN and GRU have
-# no fused kernel (a per-step autograd graph, weight gradients step by step, and a float32 tanh
-# much slower than sigmoid), so ours wins: the RNN at every measured size, the GRU from H = 256
-# (below, our per-step Python work costs more than the small products). torch.nn.LSTM runs
+# (cell, device type) -> the smallest hidden size, batch and sequence length it wins at, and
+# whether only when training (a backward to come). On a CPU, torch.nn.RNN and GRU have no fused
+# kernel (a per-step autograd graph, weight gradients step by step, a float32 tanh much slower
+# than sigmoid), so ours wins for whole training windows: the RNN forward and backward, the GRU
+# from H = 256 and only with a backward (its forward alone is slower than torch's). One step at
+# a time (sampling), our Python per step costs more than the fused call. torch.nn.LSTM runs
 # oneDNN's fused cell, which ours did not beat. On CUDA nothing is listed: cuDNN stays.
-KERNEL_WINS = {("rnn", "cpu"): 1, ("gru", "cpu"): 256}
+KERNEL_WINS = {
+    ("rnn", "cpu"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
+    ("gru", "cpu"): {"hidden": 256, "batch": 8, "steps": 16, "training_only": True},
+}
 
 
 def prefers_kernel(layer, x: Tensor) -> bool:
-    """Whether path="auto" runs `layer` on our kernels: only where the benchmark shows a win."""
-    smallest = KERNEL_WINS.get((layer.kind, x.device.type))
-    return smallest is not None and layer.hidden_size >= smallest
+    """Whether path="auto" runs `layer` over x (B, T, D) on our kernels: only where the benchmark
+    shows a win."""
+    rule = KERNEL_WINS.get((layer.kind, x.device.type))
+    if rule is None or layer.hidden_size < rule["hidden"] or x.shape[0] < rule["batch"] \
+            or x.shape[1] < rule["steps"]:
+        return False
+    if rule["training_only"]:
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
+    return True
 
 
 class StepSampler:
