@@ -1,7 +1,8 @@
 """Many-to-one classification: which corpus does a 100-character snippet come from?
 
-Shakespeare, Linux C or Python source. A ManyToOne (embedding -> LSTM -> head on the last state)
-reads the snippet one character at a time and answers once. Training snippets are cut at random
+Shakespeare, Linux C or Python source. A ManyToOne (embedding -> LSTM -> head on the elementwise
+max of its states over the steps, `--pool max`) reads the snippet one character at a time and
+answers once. Training snippets are cut at random
 from the first 80% of each corpus, held-out snippets from the last 10%. Prints one JSON line.
 
     python examples/classify_corpus.py
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=int, default=100, help="characters per snippet")
     ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--pool", choices=["last", "mean", "max"], default="max",
+                    help="answer from the last state, or the mean or max over all steps")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
     test = {name: parts[2] for name, parts in corpora.items()}
     vocab = CharVocab(train.values())
     model = unrolled.ManyToOne(len(vocab), len(NAMES), args.hidden, args.cell, encoding="embedding",
-                               embedding_dim=32, head="classify", max_length=args.length)
+                               embedding_dim=32, head="classify", max_length=args.length, pool=args.pool)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
     start = time.time()
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
     per_corpus = {name: round((pred[y == k] == k).float().mean().item(), 4) for k, name in enumerate(NAMES)}
     print(json.dumps({
         "task": "corpus classification", "topology": "ManyToOne", "cell": args.cell, "hidden": args.hidden,
-        "snippet_chars": args.length, "steps": step + 1, "batch": args.batch,
+        "pool": args.pool, "snippet_chars": args.length, "steps": step + 1, "batch": args.batch,
         "train_seconds": round(train_s, 1), "test_snippets": len(y),
         "accuracy": round((pred == y).float().mean().item(), 4), "accuracy_per_corpus": per_corpus,
         "chance": round(1 / len(NAMES), 4), "seed": args.seed,

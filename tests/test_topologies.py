@@ -112,8 +112,9 @@ def test_padding_invariance_many_to_one_and_many_to_many(cell, path):
     lengths = torch.tensor([T, 1, 2])
     x = torch.randint(0, V, (3, T))
     x[1, 1:] = 0
-    for bidi in (False, True):
-        m1 = unrolled.ManyToOne(V, C, H, cell, encoding="onehot", bidirectional=bidi, num_layers=2, path=path).double()
+    for bidi, pool in ((False, "last"), (True, "last"), (True, "mean"), (False, "max")):
+        m1 = unrolled.ManyToOne(V, C, H, cell, encoding="onehot", bidirectional=bidi, num_layers=2, path=path,
+                                pool=pool).double()
         mm = unrolled.ManyToMany(V, C, H, cell, encoding="onehot", bidirectional=bidi, num_layers=2, path=path).double()
         y1, yy = torch.tensor([0, 2, 1]), torch.randint(0, C, (3, T))
         yy[1, 1:] = -1  # padding in targets may hold anything

@@ -66,6 +66,8 @@ def test_bad_construction():
         unrolled.ManyToOne(D, 3, H, "transformer")
     with pytest.raises(ValueError, match="encoding must be one of"):
         unrolled.ManyToOne(D, 3, H, encoding="bytes")
+    with pytest.raises(ValueError, match="pool must be one of"):
+        unrolled.ManyToOne(D, 3, H, pool="attention")
     with pytest.raises(ValueError, match="head must be one of"):
         unrolled.ManyToMany(D, 3, H, head="rank")
     with pytest.raises(ValueError, match="needs init_state or feed_input"):

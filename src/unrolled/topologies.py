@@ -28,6 +28,7 @@ from unrolled.recurrent import LAYERS, LSTM, _reverse_within
 
 ENCODINGS = ("dense", "onehot", "embedding")
 HEADS = ("classify", "regress")
+POOLS = ("last", "mean", "max")
 
 
 # --- input encodings ----------------------------------------------------------------------------
@@ -209,18 +210,33 @@ class _Topology(nn.Module):
 class ManyToOne(_Topology):
     """Read a whole sequence, answer once:
 
-        h_t = cell(x_t, h_{t-1}),  t = 1..T_b        y = head(h_{T_b})
+        h_t = cell(x_t, h_{t-1}),  t = 1..T_b        y = head(h_{T_b})          (pool="last")
 
     where T_b is row b's own length. Bidirectional: y = head([h_fwd_{T_b}; h_rev_1]), the
     backward direction's state after it has read the sequence from its end to its start.
-    x (B, T, D) or ids (B, T) -> (B, C) logits or (B, K) values.
+    pool="mean" or "max" answers from the mean or the elementwise max of h_1..h_{T_b} instead
+    (every step then has a short gradient path to the loss, which helps when the evidence may sit
+    anywhere in a long sequence). x (B, T, D) or ids (B, T) -> (B, C) logits or (B, K) values.
     """
+
+    def __init__(self, input_size, output_size, hidden_size, cell="lstm", pool: str = "last", **kw):
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        super().__init__(input_size, output_size, hidden_size, cell, **kw)
+        self.pool = pool
 
     def forward(self, x: Tensor, lengths=None, state=None) -> Tensor:
         B, T = self._steps(x)
         lengths = check_lengths(B, T, lengths, self.max_length)
-        _, final = self.rnn(self.encode(x), state, lengths)  # final (L * dirs, B, H)
-        return self.head(top_state(self.rnn, final))  # (B, C)
+        out, final = self.rnn(self.encode(x), state, lengths)  # out (B, T, H * dirs), final (L * dirs, B, H)
+        if self.pool == "last":
+            return self.head(top_state(self.rnn, final))  # (B, C)
+        mask = step_mask(lengths, T, out).unsqueeze(2)  # (B, T, 1)
+        if self.pool == "mean":
+            summary = (out * mask).sum(1) / mask.sum(1)  # (B, H * dirs)
+        else:
+            summary = out.masked_fill(mask == 0, float("-inf")).amax(1)  # (B, H * dirs)
+        return self.head(summary)  # (B, C)
 
     def loss(self, x: Tensor, target: Tensor, lengths=None, reduction: str = "mean") -> Tensor:
         return reduce_loss(self.head.loss_terms(self(x, lengths), target), None, reduction)
