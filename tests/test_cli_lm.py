@@ -229,3 +229,12 @@ def test_every_flag_is_documented():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert f"`{flag}`" in doc or f"{flag}" in doc, (name, flag)
+
+
+@pytest.mark.parametrize("flags, message", [(["--minutes", "0"], "--minutes must be a positive number"),
+                                            (["--minutes", "nan"], "--minutes must be a positive number"),
+                                            (["--threads", "0"], "--threads must be a positive integer")])
+def test_demo_flags_out_of_range(tmp_path, capsys, flags, message):
+    assert main(["demo", "--out", str(tmp_path / "demo"), *flags]) == 2
+    assert message in err_of(capsys)
+    assert not (tmp_path / "demo").exists()

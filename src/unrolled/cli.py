@@ -319,6 +319,8 @@ def add_demo(sub) -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<date-time>)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's, lowered to the idle cores when the machine is busy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
 
     def run(args):
@@ -328,8 +330,10 @@ def add_demo(sub) -> None:
 
         if not (args.minutes > 0 and args.minutes < float("inf")):
             raise UserError(f"--minutes must be a positive number, got {args.minutes}")
+        if args.threads is not None and args.threads <= 0:
+            raise UserError(f"--threads must be a positive integer, got {args.threads}")
         demo(minutes=args.minutes, out=args.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}",
-             paths=args.paths, seed=args.seed, progress=not args.quiet)
+             paths=args.paths, seed=args.seed, progress=not args.quiet, threads=args.threads)
         return 0
 
     p.set_defaults(func=run)
