@@ -101,6 +101,8 @@ async def json_body(request: Request, limit: int) -> dict:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(f"the request body is not valid JSON ({e}); send a JSON object") from None
+    except RecursionError:  # [[[[...]]]] deeper than Python's parser goes
+        raise BadRequest("the request body nests JSON too deeply; send a flat JSON object") from None
     if not isinstance(obj, dict):
         raise BadRequest("the request body must be a JSON object, like {\"text\": \"...\"}")
     return obj
