@@ -220,7 +220,8 @@ def test_any_query_gets_an_answer_not_a_500(fuzz_client, route, params):
 
 
 @pytest.mark.parametrize("raw,words", [(b"{bad json", "not valid JSON"), (b"[1, 2]", "JSON object"),
-                                       (b"\xff\xfe", "not valid JSON"), (b"", "not valid JSON")])
+                                       (b"\xff\xfe", "not valid JSON"), (b"", "not valid JSON"),
+                                       (b"[" * 20_000 + b"]" * 20_000, "too deeply")])
 def test_malformed_json(client, raw, words):
     for route in ("/api/text", "/api/select"):
         r = client.post(route, content=raw, headers={"content-type": "application/json"})
