@@ -7,7 +7,7 @@ from conftest import B, D, H, T, V
 from unrolled.topologies import top_state
 
 CELLS = ["rnn", "lstm", "gru"]
-PATHS = ["fast", "readable"]
+PATHS = ["fast", "readable", "auto"]
 C = 3  # classes; K = 2 regression outputs
 K = 2
 
