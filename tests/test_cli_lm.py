@@ -238,3 +238,19 @@ def test_demo_flags_out_of_range(tmp_path, capsys, flags, message):
     assert main(["demo", "--out", str(tmp_path / "demo"), *flags]) == 2
     assert message in err_of(capsys)
     assert not (tmp_path / "demo").exists()
+
+
+def test_documented_train_defaults_match_the_code():
+    """Each train setting's row in docs/cli.md shows the default and the comment of its field."""
+    from dataclasses import MISSING, fields
+    from pathlib import Path
+
+    from unrolled import config as C
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    helps = C.field_help()
+    for cls in C.PARTS.values():
+        for f in fields(cls):
+            if f.name in ("paths", "progress"):
+                continue
+            default = f.default if f.default is not MISSING else f.default_factory()
+            assert f"| `--{f.name.replace('_', '-')}` | {default} | {helps[f.name]} |" in doc, f.name
