@@ -453,13 +453,26 @@ COMMANDS = [add_hello, add_prepare, add_serve, add_bench, add_train, add_sample,
             add_plot, add_demo, add_cells, add_saturation, add_ngram, add_match]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (argparse would print the whole usage first, which
+    for `unrolled train` is a screenful that hides the one line that matters)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unrolled", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="unrolled", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"unrolled {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
     return parser
+
+
+def _one_line(message: str) -> str:
+    """A file name or text quoted in a message may hold line breaks; the error stays one line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,11 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"unrolled: error: {e}", file=sys.stderr)
+        print(f"unrolled: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # the disk is full, a folder is not writable...: say which file and why
         where = f" {e.filename}" if e.filename else ""
-        print(f"unrolled: error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
+        print(f"unrolled: error: {_one_line(f'cannot write or read{where}: {e.strerror or e}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("unrolled: interrupted", file=sys.stderr)

@@ -221,7 +221,7 @@ def check(cfg: Config) -> None:
     _number("dropout", m.dropout, 0, 1, hi_open=True)
     if not isinstance(m.embedding_size, int) or isinstance(m.embedding_size, bool) or m.embedding_size < 0:
         raise UserError(f"--embedding-size must be a positive integer, or 0 for one-hot inputs, got {m.embedding_size!r}")
-    _number("forget_bias", m.forget_bias)
+    _number("forget_bias", m.forget_bias, -1000, 1000)  # past +-1000 a sigmoid is 0 or 1 (float32 holds it)
     _positive_int("batch_size", t.batch_size)
     _positive_int("seq_len", t.seq_len)
     _positive_int("stride", t.stride, allow_none=True)

@@ -21,6 +21,9 @@ import torch.nn.functional as F
 
 from unrolled.errors import UserError
 
+MAX_SEED = 2**63 - 1  # the seeds torch.Generator takes, as for training
+MAX_SAMPLES = 100_000  # samples run as one batch: beyond this the batch alone would not fit in memory
+
 
 def check_options(length: int, temperature: float, top_k: int | None, top_p: float | None,
                   num_samples: int, seed: int | None) -> None:
@@ -32,10 +35,10 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
         raise UserError(f"--top-k must be a positive integer, got {top_k!r}")
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise UserError(f"--top-p must be a number in (0, 1], got {top_p!r}")
-    if not isinstance(num_samples, int) or num_samples <= 0:
-        raise UserError(f"--num-samples must be a positive integer, got {num_samples!r}")
-    if seed is not None and (not isinstance(seed, int) or seed < 0):
-        raise UserError(f"--seed must be a whole number, 0 or more, got {seed!r}")
+    if not isinstance(num_samples, int) or not 0 < num_samples <= MAX_SAMPLES:
+        raise UserError(f"--num-samples must be a positive integer up to {MAX_SAMPLES:,}, got {num_samples!r}")
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise UserError(f"--seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -58,7 +61,10 @@ def choose(logits: torch.Tensor, temperature: float, argmax: bool, top_k, top_p,
     """logits (B, V) -> next symbols (B,)."""
     if argmax or temperature == 0:
         return logits.argmax(dim=-1)  # (B,)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)  # (B, V)
+    logits = logits.float()  # (B, V)
+    # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others to
+    # -inf instead of overflowing all of them to inf (which would make every probability NaN).
+    logits = filter_logits((logits - logits.max(dim=-1, keepdim=True).values) / temperature, top_k, top_p)  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
 
@@ -102,7 +108,12 @@ def sample(model, length: int = 500, temperature: float = 1.0, top_k: int | None
     each new piece of the first sample as soon as it exists (the prime first, when included).
     """
     check_options(length, temperature, top_k, top_p, num_samples, seed)
-    prime_text = prime.decode("utf-8", errors="replace") if isinstance(prime, bytes) else prime
+    if len(prime):  # a prime the model cannot read is refused before anything is printed
+        model.vocab.encode(prime, unknown="error", what="--prime")
+    # What is printed: lone surrogates (argv's undecodable bytes, for a byte model) cannot be
+    # printed as they are, so they show as U+FFFD; the model still reads the bytes themselves.
+    raw = prime if isinstance(prime, bytes) else prime.encode("utf-8", "surrogatepass")
+    prime_text = raw.decode("utf-8", errors="replace")
     decoder = model.vocab.decoder()
     if stream is not None and include_prime and prime_text:
         stream(prime_text)

@@ -74,7 +74,12 @@ class Vocabulary:
 
     def _units(self, text: str | bytes):
         if self.byte_level:
-            return list(text.encode("utf-8") if isinstance(text, str) else bytes(text))
+            if isinstance(text, str):  # argv's undecodable bytes come as lone surrogates: back to those bytes
+                try:
+                    return list(text.encode("utf-8", "surrogateescape"))
+                except UnicodeEncodeError:
+                    return list(text.encode("utf-8", "surrogatepass"))
+            return list(bytes(text))
         if isinstance(text, (bytes, bytearray)):
             raise TypeError("a character vocabulary encodes str, not bytes")
         return text

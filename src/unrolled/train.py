@@ -22,6 +22,7 @@ sharded reader needs only a different array here, not a different loop.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -222,9 +223,35 @@ def pick_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name!r} is not a device; use auto, cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):  # meta, mps, xla, ...: not devices unrolled runs on
+        raise UserError(f"--device {name!r} is not a device unrolled runs on; use auto, cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} asks for a GPU but this machine has none; use --device cpu")
     return dev
+
+
+def parameter_count(vocab_size: int, m) -> int:
+    """Parameters of a CharLM, from its config alone (before allocating any of them):
+    embedding V*E, then per layer G*H*(D + H + 2) with G gates and D its input width, head V*(H + 1)."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}.get(m.cell, 4)
+    first = m.embedding_size or vocab_size
+    layers = gates * m.hidden_size * (first + m.hidden_size + 2)
+    layers += (m.num_layers - 1) * gates * m.hidden_size * (2 * m.hidden_size + 2)
+    return vocab_size * m.embedding_size + layers + vocab_size * (m.hidden_size + 1)
+
+
+def check_fits_in_memory(vocab_size: int, m) -> None:
+    """Refuse a model whose weights, gradients and two optimizer moments (4 x 4 bytes a parameter)
+    exceed this machine's memory: allocating it would fail late, or page the machine to a halt."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on this system: let the allocator decide
+        return
+    n = parameter_count(vocab_size, m)
+    if 16 * n > memory:
+        raise UserError(f"a model of --hidden-size {m.hidden_size} x --num-layers {m.num_layers} (embedding "
+                        f"{m.embedding_size}) has {n:,} parameters, {16 * n / 2**30:,.0f} GiB to train, more than this "
+                        f"machine's {memory / 2**30:,.0f} GiB; use a smaller model")
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -311,6 +338,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
                         "resume needs the same text, or start a new run with --init-from")
     streams = make_streams(data.train, t, group)
     val_batch = min(t.batch_size, 64)
+    check_fits_in_memory(len(data.vocab), cfg.model)  # before the run directory is made
 
     # 2) run directory
     run_dir = Path(t.resume) if saved is not None else Path(t.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
