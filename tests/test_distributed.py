@@ -1,6 +1,7 @@
 """Distributed training under a real `torchrun` with two gloo processes on the CPU."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,21 @@ def run(args, procs=1):
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                f"--nproc_per_node={procs}", "-m", "unrolled", "train", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    out, err = finish(p)
+    assert p.returncode == 0, out[-2000:] + err[-4000:]
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def finish(p, timeout=180):
+    """Wait for a launcher; on timeout kill its whole process group (torchrun's workers too)."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(p.args)}\n{out[-2000:]}{err[-4000:]}")
 
 
 def weights(run_dir):
@@ -80,10 +93,10 @@ def test_two_nodes_rendezvous_over_loopback(corpus, tmp_path):
     launchers = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={i}",
          "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=unrolled-test",
-         "-m", "unrolled", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
+         "-m", "unrolled", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True) for i in range(2)]
     for p in launchers:
-        out, err = p.communicate(timeout=300)
+        out, err = finish(p)
         assert p.returncode == 0, out[-2000:] + err[-4000:]
     run([str(corpus), *TINY, "--batch-size", "4", "--max-steps", "2", "--out", str(tmp_path / "one")])
     a, b = weights(tmp_path / "nodes"), weights(tmp_path / "one")
