@@ -4,8 +4,8 @@ A harness process imports torch once and forks one training process per kill poi
 `unrolled.cli.main(["train", ...])`, the code of the `unrolled` command). Most kill themselves
 with a real SIGKILL at an exact point: between two windows, before or halfway through a
 checkpoint's tensor file, halfway through its state.json, before either of the two renames that
-replace a checkpoint, before the old copy is deleted. Two more are killed from outside at fixed
-delays. For every one: the run's last checkpoint loads, and `unrolled train --resume` ends with
+replace a checkpoint, before the old copy is deleted. Two more are killed from outside, a
+fixed delay after their first checkpoint appears. For every one: the run's last checkpoint loads, and `unrolled train --resume` ends with
 weights, optimizer and carried state bit for bit equal to the same run never killed.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ POINTS = [
     ("between the two renames", "before-rename", 4),
     ("before deleting the old copy", "before-cleanup", 1),
     ("halfway through a later tensor file", "inside-file", 14),
-    ("killed from outside at 0.35 s", "external", 0.35),
-    ("killed from outside at 0.8 s", "external", 0.8),
+    ("from outside, 0.01 s after its first checkpoint", "external", 0.01),
+    ("from outside, 0.1 s after its first checkpoint", "external", 0.1),
 ]
 
 HARNESS = r'''
@@ -120,9 +120,16 @@ for name, point, n in points:
         except BaseException:
             code = 99
         os._exit(code)
-    if point == "external":
+    if point == "external":  # wait for the first checkpoint, then a little more, then kill
+        first = os.path.join(out, "last", "state.json")
+        waited = time.time() + 60
+        while not os.path.exists(first) and time.time() < waited:
+            time.sleep(0.002)
         time.sleep(n)
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it finished first
+            pass
     deadline = time.time() + 120
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)

@@ -59,7 +59,7 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 def choose(logits: torch.Tensor, temperature: float, argmax: bool, top_k, top_p,
            generator: torch.Generator) -> torch.Tensor:
     """logits (B, V) -> next symbols (B,)."""
-    if argmax or temperature == 0:
+    if argmax or temperature < torch.finfo(torch.float32).tiny:  # 0, or so small float32 holds it as 0: the limit is argmax
         return logits.argmax(dim=-1)  # (B,)
     logits = logits.float()  # (B, V)
     # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others to
