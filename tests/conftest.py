@@ -9,6 +9,11 @@ B, T, D, H, V = 2, 3, 4, 5, 7
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+# Tiny models run fastest on one thread; more threads only add synchronisation (and on a busy
+# machine, waiting). Tests that measure threading set their own.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -93,6 +93,9 @@ def test_two_nodes_rendezvous_over_loopback(corpus, tmp_path):
     launchers = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={i}",
          "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=unrolled-test",
+         # both "nodes" share this host: say which one hosts the rendezvous store, rather than
+         # letting both try to bind the port and one fall back
+         f"--rdzv_conf=is_host={int(i == 0)}",
          "-m", "unrolled", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True) for i in range(2)]
     for p in launchers:
