@@ -203,10 +203,11 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch):
         return sorted(calls)
 
     assert kernel_kinds(H, 8, 16) == ["rnn"]  # a training window: the RNN at any width
-    assert kernel_kinds(256, 8, 16) == ["gru", "rnn"]  # and the GRU from H = 256
-    assert kernel_kinds(256, 8, 16, grad=False) == ["rnn"]  # the GRU's forward alone: fused
-    assert kernel_kinds(256, 1, 16) == []  # sampling-sized batches and steps stay fused
-    assert kernel_kinds(256, 8, 1) == []
+    assert kernel_kinds(256, 8, 16) == ["rnn"]
+    assert kernel_kinds(512, 8, 16) == ["gru", "rnn"]  # and the GRU from H = 512
+    assert kernel_kinds(512, 8, 16, grad=False) == ["rnn"]  # the GRU's forward alone: fused
+    assert kernel_kinds(512, 1, 16) == []  # sampling-sized batches and steps stay fused
+    assert kernel_kinds(512, 8, 1) == []
 
 
 def test_tanh_as_sigmoid_equals_tanh():
