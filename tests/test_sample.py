@@ -98,3 +98,18 @@ def test_byte_level_model_samples_text(model):
     m = CharLM(Vocabulary.from_text("héllo".encode("utf-8")), ModelConfig(hidden_size=5, num_layers=1))
     out = sample(m, length=30, seed=0, prime="hé")
     assert out.startswith("hé") and isinstance(out, str)
+
+
+def test_a_top_p_below_float32_range_keeps_the_most_likely_character():
+    """Found by the flag fuzzing: --top-p 1e-300 rounds to 0 in float32 and used to drop everything."""
+    from unrolled.sample import filter_logits
+
+    logits = torch.tensor([[0.5, 2.0, -1.0], [3.0, 1.0, 0.0]])
+    kept = filter_logits(logits, top_p=1e-300)
+    assert torch.equal(torch.isfinite(kept), torch.tensor([[False, True, False], [True, False, False]]))
+
+
+def test_perplexity_of_a_diverged_model_is_infinite_not_an_overflow():
+    from unrolled.evaluate import summarize
+
+    assert summarize(1e6, 10)["perplexity"] == float("inf")

@@ -50,7 +50,12 @@ def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
 def summarize(nats: float, count: int) -> dict:
     per = nats / count if count else float("nan")
     return {"bits_per_char": per / math.log(2), "nats_per_char": per,
-            "perplexity": math.exp(per) if count else float("nan"), "chars": count}
+            "perplexity": _exp(per) if count else float("nan"), "chars": count}
+
+
+def _exp(x: float) -> float:
+    """e^x, or inf past float range (a diverged model's cross-entropy can exceed 709 nats)."""
+    return math.exp(x) if x < 709.0 else float("inf")
 
 
 def evaluate(model, text: str | bytes, batch_size: int = 16, seq_len: int = 256,

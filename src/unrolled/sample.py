@@ -50,7 +50,9 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
         probs = sorted_logits.softmax(dim=-1)  # (B, V)
         before = probs.cumsum(dim=-1) - probs  # (B, V): mass of the more likely characters
-        drop_sorted = before >= top_p  # the most likely one is never dropped (before = 0)
+        drop_sorted = before >= top_p
+        # the most likely one is always kept: a p below float32's range (1e-300) compares as 0 >= 0
+        drop_sorted[:, 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
