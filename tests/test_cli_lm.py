@@ -19,14 +19,6 @@ SMALL = ["--hidden-size", "12", "--num-layers", "1", "--embedding-size", "6", "-
          "--seq-len", "8", "--eval-every", "5", "--warmup-steps", "2", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One small trained run that the read-only commands share."""

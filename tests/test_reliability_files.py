@@ -26,14 +26,6 @@ FLAGS = ["--hidden-size", "8", "--num-layers", "1", "--embedding-size", "4", "--
          "--eval-every", "2", "--warmup-steps", "1", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A finished run: last/ and best/ at step 2, and the text it was trained on."""

@@ -4,12 +4,10 @@ result (exit 0) or one clear error (exit 2, one line on stderr starting "unrolle
 an exception escaping `cli.main` is a traceback, and fails the test."""
 from __future__ import annotations
 
-import math
 import shutil
 from collections import Counter
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,14 +18,6 @@ TINY = ["--hidden-size", "4", "--num-layers", "1", "--embedding-size", "2", "--b
         "--max-steps", "1", "--max-epochs", "1", "--warmup-steps", "0", "--device", "cpu", "--quiet"]
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
                     database=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -146,14 +146,6 @@ print(json.dumps(results))
 '''
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory):
     """Run the harness: the uninterrupted run ("straight") and one killed run per point."""

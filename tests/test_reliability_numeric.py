@@ -25,14 +25,6 @@ TINY = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8", "--
         "--max-steps", "6", "--eval-every", "3", "--warmup-steps", "2", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _GradientOf(torch.autograd.Function):
     """Adds 0 to the loss, but sends `value` back as the gradient of `weight` (an injected fault)."""
 

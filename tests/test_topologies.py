@@ -12,15 +12,6 @@ C = 3  # classes; K = 2 regression outputs
 K = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second thread only adds synchronisation, which a busy machine makes costly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def ids(batch=B, steps=T, vocab=V):
     return torch.randint(0, vocab, (batch, steps))
 

@@ -9,15 +9,6 @@ from conftest import B, H, T, V
 from unrolled.beam import beam_search, greedy_decode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second thread only adds synchronisation, which a busy machine makes costly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def model(cell="gru", vocab=V, max_target_length=5, seed=0):
     torch.manual_seed(seed)
     m = unrolled.EncoderDecoder(V, vocab, H, cell, bos_token=1, eos_token=2, max_target_length=max_target_length)

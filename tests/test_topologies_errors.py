@@ -14,15 +14,6 @@ from conftest import B, D, H, T, V
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second thread only adds synchronisation, which a busy machine makes costly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_example(name, *args, timeout=120):
     return subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)

@@ -5,15 +5,6 @@ import torch
 import unrolled
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second thread only adds synchronisation, which a busy machine makes costly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def train(model, batches, steps, lr=1e-2):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for step in range(steps):

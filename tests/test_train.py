@@ -18,15 +18,6 @@ from unrolled.train import clip_gradients, learning_rate, tbptt_loss, train
 V_TEXT = "abcdeé\n"  # V = 7 symbols
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy machine does not slow them down."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_text(n_lines=60, seed=0) -> str:
     rng = np.random.default_rng(seed)
     words = ["the", "cat", "sat", "on", "mat", "café", "and", "dog"]

@@ -15,15 +15,6 @@ from test_train import tiny_text
 SETTINGS = dict(hidden_size=12, num_layers=2, embedding_size=6, dropout=0.3, batch_size=B, seq_len=7,
                 max_steps=11, eval_every=4, warmup_steps=3, device="cpu", progress=False)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy machine does not slow them down."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def run(tmp_path, name, **kw):
     f = tmp_path / "text.txt"
