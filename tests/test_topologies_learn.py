@@ -1,5 +1,4 @@
 """Each topology learns a tiny synthetic version of its task within seconds."""
-import pytest
 import torch
 
 import unrolled

@@ -279,7 +279,7 @@ def add_inspect(sub) -> None:
         print(f"checkpoint   {d['path']}  ({d['format']}, written by torch {d['written_by_torch']})")
         print(f"step         {d['step']}  (epoch {d['epoch']}, window {d['window']}, "
               f"{d['elapsed_minutes']:.1f} minutes of training)")
-        print(f"metrics      " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items() if isinstance(v, float)))
+        print("metrics      " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items() if isinstance(v, float)))
         v = d["vocab"]
         print(f"vocabulary   {v['size']} {v['kind']}: {json.dumps(v['symbols'], ensure_ascii=False)[:200]}")
         print(f"parameters   {d['parameters']:,}")
@@ -289,7 +289,7 @@ def add_inspect(sub) -> None:
         print(f"optimizer    {d['optimizer']['tensors']} state tensors; "
               + ", ".join(f"{k}={val}" for k, val in (d["optimizer"]["param_groups"] or [{}])[0].items()
                           if k != "params"))
-        print(f"carried      " + (", ".join(f"{k} {tuple(s)}" for k, s in d["carried_state"].items()) or "none"))
+        print("carried      " + (", ".join(f"{k} {tuple(s)}" for k, s in d["carried_state"].items()) or "none"))
         print(f"rng          {', '.join(d['rng']) or 'none'}")
         return 0
 

@@ -8,7 +8,6 @@ cannot solve it, an RNN can. The same task is solved here twice, with the NumPy 
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -46,7 +46,7 @@ from unrolled.evaluate import evaluate_tokens, summarize
 from unrolled.lm import CharLM
 from unrolled.recurrent import detach_state
 from unrolled.prepare import is_prepared, load_prepared
-from unrolled.text import TokenStreams, Vocabulary, read_corpus, split, to_tokens
+from unrolled.text import Vocabulary, read_corpus, split, to_tokens
 
 LN2 = math.log(2)
 STOPS = (None, "max_steps", "max_epochs", "max_minutes", "early_stopping", "interrupted")
