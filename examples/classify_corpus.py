@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
-import time
 
 import torch
 
 import unrolled
-from corpora import NAMES, CharVocab, add_corpus_arguments, load_corpora, run, split
+from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, split
 
 
 def snippets(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):
@@ -73,22 +71,7 @@ def main(argv=None) -> int:
     vocab = CharVocab(train.values())
     model = unrolled.ManyToOne(len(vocab), len(NAMES), args.hidden, args.cell, encoding="embedding",
                                embedding_dim=32, head="classify", max_length=args.length, pool=args.pool)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
-    start = time.time()
-    for step in range(args.steps):
-        x, y = snippets(train, vocab, args.batch, args.length, rng)
-        loss = model.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % 100 == 0:
-            print(f"step {step + 1} loss {loss.item():.4f} {time.time() - start:.0f}s", file=sys.stderr)
-        if time.time() - start > args.max_minutes * 60:
-            break
-    train_s = time.time() - start
+    steps, train_s = fit(model, lambda: snippets(train, vocab, args.batch, args.length, rng), args)
     model.eval()
     x, y = held_out(test, vocab, args.test, args.length)
     with torch.no_grad():
@@ -96,7 +79,7 @@ def main(argv=None) -> int:
     per_corpus = {name: round((pred[y == k] == k).float().mean().item(), 4) for k, name in enumerate(NAMES)}
     print(json.dumps({
         "task": "corpus classification", "topology": "ManyToOne", "cell": args.cell, "hidden": args.hidden,
-        "pool": args.pool, "snippet_chars": args.length, "steps": step + 1, "batch": args.batch,
+        "pool": args.pool, "snippet_chars": args.length, "steps": steps, "batch": args.batch,
         "train_seconds": round(train_s, 1), "test_snippets": len(y),
         "accuracy": round((pred == y).float().mean().item(), 4), "accuracy_per_corpus": per_corpus,
         "chance": round(1 / len(NAMES), 4), "seed": args.seed,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pathlib
 import sys
 import sysconfig
+import time
 
 import torch
 
@@ -96,6 +97,30 @@ class CharVocab:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
+
+
+def fit(model, next_batch, args, progress=lambda loss: f"loss {loss:.4f}") -> tuple[int, float]:
+    """The examples' training loop: Adam with a one-cycle schedule (peak `args.lr`), gradient norm
+    clipped at 1, for `args.steps` updates or `args.max_minutes`, whichever ends first.
+
+    `next_batch()` returns the arguments of `model.loss`; `progress(loss)` is the text of the
+    stderr line every 100 steps. Returns (updates taken, seconds).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
+    start = time.time()
+    for step in range(args.steps):
+        loss = model.loss(*next_batch())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if (step + 1) % 100 == 0:
+            print(f"step {step + 1} {progress(loss.item())} {time.time() - start:.0f}s", file=sys.stderr)
+        if time.time() - start > args.max_minutes * 60:
+            break
+    return step + 1, time.time() - start
 
 
 def run(main) -> None:

@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 import time
 
 import torch

@@ -15,13 +15,11 @@ import argparse
 import json
 import math
 import random
-import sys
-import time
 
 import torch
 
 import unrolled
-from corpora import NAMES, CharVocab, add_corpus_arguments, load_corpora, run, split
+from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, split
 
 
 def pieces(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):
@@ -74,22 +72,8 @@ def main(argv=None) -> int:
     vocab = CharVocab(train.values())
     model = unrolled.OneToMany(len(NAMES), len(vocab), args.hidden, args.cell, input="class",
                                embedding_dim=32, input_dim=16, max_length=max(args.length, args.sample_chars))
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
-    start = time.time()
-    for step in range(args.steps):
-        labels, y = pieces(train, vocab, args.batch, args.length, rng)
-        loss = model.loss(labels, y)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % 100 == 0:
-            print(f"step {step + 1} bpc {loss.item() / math.log(2):.3f} {time.time() - start:.0f}s", file=sys.stderr)
-        if time.time() - start > args.max_minutes * 60:
-            break
-    train_s = time.time() - start
+    steps, train_s = fit(model, lambda: pieces(train, vocab, args.batch, args.length, rng), args,
+                         progress=lambda loss: f"bpc {loss / math.log(2):.3f}")
     model.eval()
     bpc = {text_name: {label_name: round(bits_per_char(model, test[text_name], vocab, k, args.length,
                                                         args.test_pieces), 3)
@@ -103,7 +87,7 @@ def main(argv=None) -> int:
         samples[name] = vocab.decode(out[0].tolist())
     print(json.dumps({
         "task": "label-conditioned generation", "topology": "OneToMany", "cell": args.cell,
-        "hidden": args.hidden, "steps": step + 1, "batch": args.batch, "piece_chars": args.length,
+        "hidden": args.hidden, "steps": steps, "batch": args.batch, "piece_chars": args.length,
         "train_seconds": round(train_s, 1),
         "test_bpc_text_under_label": bpc, "right_label_margin_bpc": margin,
         "right_label_best_for_every_corpus": all(m > 0 for m in margin.values()),

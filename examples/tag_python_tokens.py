@@ -17,14 +17,12 @@ import io
 import json
 import keyword
 import random
-import sys
-import time
 import tokenize
 
 import torch
 
 import unrolled
-from corpora import CharVocab, python_files, run
+from corpora import CharVocab, fit, python_files, run
 
 CLASSES = ("whitespace", "name", "keyword", "string", "comment", "number", "operator")
 KIND = {tokenize.NAME: "name", tokenize.STRING: "string", tokenize.COMMENT: "comment",
@@ -123,24 +121,15 @@ def main(argv=None) -> int:
 
     model = unrolled.ManyToMany(len(vocab), len(CLASSES), args.hidden, args.cell, num_layers=args.layers,
                                 encoding="embedding", embedding_dim=32, head="classify", bidirectional=True)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
-    start, W = time.time(), args.window
-    for step in range(args.steps):
+    W = args.window
+
+    def windows():
         starts = [rng.randrange(len(train_ids) - W) for _ in range(args.batch)]
         x = torch.stack([train_ids[s:s + W] for s in starts])  # (B, W)
         y = torch.stack([train_y[s:s + W] for s in starts])  # (B, W)
-        loss = model.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % 100 == 0:
-            print(f"step {step + 1} loss {loss.item():.4f} {time.time() - start:.0f}s", file=sys.stderr)
-        if time.time() - start > args.max_minutes * 60:
-            break
-    train_s = time.time() - start
+        return x, y
+
+    steps, train_s = fit(model, windows, args)
     model.eval()
     pred = predict_all(model, test_ids, 2 * W, W // 2)
     right = pred == test_y
@@ -148,7 +137,7 @@ def main(argv=None) -> int:
                  if (test_y == k).any()}
     print(json.dumps({
         "task": "Python token tagging", "topology": "ManyToMany", "cell": args.cell, "hidden": args.hidden,
-        "layers": args.layers, "bidirectional": True, "window": W, "steps": step + 1, "batch": args.batch,
+        "layers": args.layers, "bidirectional": True, "window": W, "steps": steps, "batch": args.batch,
         "train_seconds": round(train_s, 1), "train_chars": len(train_ids), "test_chars": len(test_ids),
         "accuracy": round(right.float().mean().item(), 4), "baseline_most_frequent_class": round(baseline, 4),
         "accuracy_per_class": per_class, "seed": args.seed,
