@@ -16,18 +16,7 @@ import random
 import torch
 
 import unrolled
-from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, split
-
-
-def snippets(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):
-    """n random snippets, each from a random corpus -> ids (n, length), labels (n,)."""
-    labels = [rng.randrange(len(NAMES)) for _ in range(n)]
-    rows = []
-    for y in labels:
-        text = texts[NAMES[y]]
-        i = rng.randrange(len(text) - length)
-        rows.append(vocab.encode(text[i:i + length]))
-    return torch.stack(rows), torch.tensor(labels)
+from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, snippets, split
 
 
 def held_out(texts: dict[str, str], vocab: CharVocab, per_corpus: int, length: int):

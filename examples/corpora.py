@@ -10,6 +10,7 @@ to validate, the last 10% to test (the split of Karpathy, Johnson and Fei-Fei 20
 from __future__ import annotations
 
 import pathlib
+import random
 import sys
 import sysconfig
 import time
@@ -97,6 +98,17 @@ class CharVocab:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
+
+
+def snippets(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):
+    """n random snippets, each from a random corpus -> ids (n, length), labels (n,)."""
+    labels = [rng.randrange(len(NAMES)) for _ in range(n)]
+    rows = []
+    for y in labels:
+        text = texts[NAMES[y]]
+        i = rng.randrange(len(text) - length)
+        rows.append(vocab.encode(text[i:i + length]))
+    return torch.stack(rows), torch.tensor(labels)
 
 
 def fit(model, next_batch, args, progress=lambda loss: f"loss {loss:.4f}") -> tuple[int, float]:

@@ -19,17 +19,7 @@ import random
 import torch
 
 import unrolled
-from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, split
-
-
-def pieces(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):
-    labels = [rng.randrange(len(NAMES)) for _ in range(n)]
-    rows = []
-    for y in labels:
-        text = texts[NAMES[y]]
-        i = rng.randrange(len(text) - length)
-        rows.append(vocab.encode(text[i:i + length]))
-    return torch.tensor(labels), torch.stack(rows)
+from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, snippets, split
 
 
 def bits_per_char(model, text: str, vocab: CharVocab, label: int, length: int, count: int) -> float:
@@ -72,7 +62,7 @@ def main(argv=None) -> int:
     vocab = CharVocab(train.values())
     model = unrolled.OneToMany(len(NAMES), len(vocab), args.hidden, args.cell, input="class",
                                embedding_dim=32, input_dim=16, max_length=max(args.length, args.sample_chars))
-    steps, train_s = fit(model, lambda: pieces(train, vocab, args.batch, args.length, rng), args,
+    steps, train_s = fit(model, lambda: snippets(train, vocab, args.batch, args.length, rng)[::-1], args,
                          progress=lambda loss: f"bpc {loss / math.log(2):.3f}")
     model.eval()
     bpc = {text_name: {label_name: round(bits_per_char(model, test[text_name], vocab, k, args.length,
