@@ -75,7 +75,11 @@ def device_for(group: Group, device: torch.device) -> torch.device:
 
 
 def teardown(group: Group) -> None:
+    """Leave the group together: rank 0 tests and writes after the loop while the others are
+    done, and a rank that destroys its group while a peer still holds the connection can abort
+    the peer (gloo: "terminate called without an active exception")."""
     if group.active and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -597,6 +597,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
              "bpc": result["test_bpc"], "checkpoint": best.name, "time_s": st["elapsed_s"]})
     if metrics_file is not None:
         metrics_file.close()
+    del window_loss  # DDP's reducer holds the process group: free it before the group goes
     ddp.teardown(group)
     model.eval()
     model.vocab = data.vocab
