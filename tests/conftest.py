@@ -21,6 +21,13 @@ SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 torch.set_num_threads(1)
 
 
+def pytest_sessionstart(session):
+    # Build the compiled step loops (unrolled.native) once, before any test or any process a
+    # test starts needs them; a machine without a C++ compiler runs the Python loops instead.
+    from unrolled import native
+    native.ops()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

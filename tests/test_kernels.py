@@ -18,6 +18,21 @@ CASES = {
 }
 
 
+@pytest.fixture(params=["native", "python"])
+def loops(request, monkeypatch):
+    """Each kernel test runs twice: the step loops compiled (unrolled.native) and in Python."""
+    import unrolled.kernels as kernels
+    if request.param == "python":
+        monkeypatch.setattr(kernels, "_native", lambda x: None)
+    else:
+        from unrolled import native
+        if not native.enabled():
+            pytest.skip("UNROLLED_NATIVE=0")
+        if native.ops() is None:  # a machine with a C++ compiler must build them
+            pytest.fail(f"the compiled step loops did not load: {native.reason()}")
+    return request.param
+
+
 def _tuple(s):
     return s if isinstance(s, tuple) else (s,)
 
@@ -32,7 +47,7 @@ def _random_state(layer, requires_grad=True):
 @pytest.mark.parametrize("num_layers", [1, 3])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_kernel_path_equals_readable(case, num_layers, bidirectional, bias):
+def test_kernel_path_equals_readable(case, num_layers, bidirectional, bias, loops):
     kind, kw = CASES[case]
     layer = LAYERS[kind](D, H, num_layers, bias=bias, bidirectional=bidirectional, **kw).double()
     x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
@@ -56,7 +71,7 @@ def test_kernel_path_equals_readable(case, num_layers, bidirectional, bias):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_kernel_path_equals_torch_nn(case):
+def test_kernel_path_equals_torch_nn(case, loops):
     kind, kw = CASES[case]
     ours = LAYERS[kind](D, H, 2, path="kernel", **kw).double()
     theirs = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](
@@ -75,7 +90,7 @@ def _weights(G, d_in=D, bias=True):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck_each_function(bias):
+def test_gradcheck_each_function(bias, loops):
     x = torch.randn(T, B, D, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
@@ -188,7 +203,8 @@ def test_bench_bad_flags_end_in_one_sentence(argv, words, capsys):
     assert err.startswith("unrolled: error: ") and words in err and "Traceback" not in err
 
 
-def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch):
+@pytest.mark.parametrize("loops", ["native", "python"], indirect=True)
+def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch, loops):
     import unrolled.kernels as kernels
     calls = []
     real = kernels.run_layers
@@ -202,12 +218,18 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch):
                 LAYERS[kind](D, hidden)(x)
         return sorted(calls)
 
-    assert kernel_kinds(H, 8, 16) == ["rnn"]  # a training window: the RNN at any width
-    assert kernel_kinds(256, 8, 16) == ["rnn"]
-    assert kernel_kinds(512, 8, 16) == ["gru", "rnn"]  # and the GRU from H = 512
-    assert kernel_kinds(512, 8, 16, grad=False) == ["rnn"]  # the GRU's forward alone: fused
-    assert kernel_kinds(512, 1, 16) == []  # sampling-sized batches and steps stay fused
-    assert kernel_kinds(512, 8, 1) == []
+    if loops == "native":  # compiled: the RNN and the GRU everywhere they were measured
+        assert kernel_kinds(H, 8, 16) == ["gru", "rnn"]
+        assert kernel_kinds(512, 8, 16, grad=False) == ["gru", "rnn"]
+        assert kernel_kinds(512, 1, 16) == ["rnn"]  # the GRU's forward tied at batch 1: fused
+    else:  # Python loops: a training window for the RNN at any width, the GRU from H = 512
+        assert kernel_kinds(H, 8, 16) == ["rnn"]
+        assert kernel_kinds(256, 8, 16) == ["rnn"]
+        assert kernel_kinds(512, 8, 16) == ["gru", "rnn"]
+        assert kernel_kinds(512, 8, 16, grad=False) == ["rnn"]  # the GRU's forward alone: fused
+        assert kernel_kinds(512, 1, 16) == []  # sampling-sized batches stay fused
+    assert kernel_kinds(512, 8, 1) == []  # single steps stay fused
+    assert "lstm" not in kernel_kinds(256, 64, 100)  # oneDNN's fused LSTM cell
 
 
 def test_tanh_as_sigmoid_equals_tanh():
@@ -220,7 +242,7 @@ def test_tanh_as_sigmoid_equals_tanh():
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_kernel_path_float32_equals_readable(case, monkeypatch):
+def test_kernel_path_float32_equals_readable(case, monkeypatch, loops):
     # float32 on a CPU takes the oneDNN products (kernels.Product); float64 above takes addmm
     import unrolled.kernels as kernels
     monkeypatch.setattr(kernels.Product, "PACK_MIN", 1)  # pack even these tiny weights

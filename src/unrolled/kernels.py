@@ -103,6 +103,15 @@ def _input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     return a.view(T, B, -1)
 
 
+def _native(x: Tensor):
+    """The compiled step loops (`unrolled.native`) for a float CPU tensor, else None (the Python
+    loops run: other dtypes, CUDA, UNROLLED_NATIVE=0, or no C++ compiler)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    from unrolled import native
+    return native.ops()
+
+
 def _both_biases(b_ih, b_hh):
     if b_ih is None:
         return None
@@ -146,42 +155,61 @@ class RNNTanhSequence(torch.autograd.Function):
         dP_t = (dy_t + dP_{t+1} W_hh) * k_t,   dh_0 = dP_1 W_hh.
     Both loops run in place: step t adds its recurrent product onto A_t and applies tanh there,
     so the projection buffer becomes the outputs, and the backward accumulates onto a copy of dy,
-    with no per-step copies.
+    with no per-step copies. The loops run compiled (`unrolled.native`) where they can, else
+    in Python (`_forward_loop`, `_backward_loop`): the same arithmetic.
     """
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu=False):
         hs = _input_projection(x, w_ih, _both_biases(b_ih, b_hh))  # (T, B, H): A, then h
-        w_hh_t = w_hh.t()
-        act = torch.relu_ if relu else tanh_
-        h = h0
-        for t in range(hs.shape[0]):
-            h = act(hs[t].addmm_(h, w_hh_t))  # (B, H)
+        native = _native(x)
+        if native is not None:
+            hs = native.rnn_forward(hs, h0, w_hh, relu, Product(w_hh, hs.shape[1]).packed)
+        else:
+            RNNTanhSequence._forward_loop(hs, h0, w_hh, relu)
         ctx.relu, ctx.has_bias = relu, b_ih is not None
         ctx.w_ih, ctx.w_hh = w_ih, w_hh
         ctx.save_for_backward(x, h0, hs)
         return hs
 
     @staticmethod
+    def _forward_loop(hs, h0, w_hh, relu):
+        w_hh_t = w_hh.t()
+        act = torch.relu_ if relu else tanh_
+        h = h0
+        for t in range(hs.shape[0]):
+            h = act(hs[t].addmm_(h, w_hh_t))  # (B, H)
+
+    @staticmethod
     def backward(ctx, dy):
         x, h0, hs = ctx.saved_tensors
         T, B, H = dy.shape
-        dP = torch.empty(T, B, H, dtype=dy.dtype, device=dy.device).copy_(dy)  # (T, B, H): dy, then dP
-        tmp = dy.new_empty(B, H)
         w_hh = ctx.w_hh
+        dP = torch.empty(T, B, H, dtype=dy.dtype, device=dy.device).copy_(dy)  # (T, B, H): dy, then dP
+        native = _native(dy)
+        if native is not None:
+            native.rnn_backward(dP, hs, w_hh, ctx.relu, Product(w_hh.t(), B).packed)
+        else:
+            RNNTanhSequence._backward_loop(dP, hs, w_hh, ctx.relu)
+        need = ctx.needs_input_grad
+        dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, (h0, hs[:-1]))
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+
+    @staticmethod
+    def _backward_loop(dP, hs, w_hh, relu):
+        """dP (T, B, H) holds dy; in place, it becomes dP."""
+        T, B, H = dP.shape
+        tmp = dP.new_empty(B, H)
         # The factors are computed step by step while h_t is in cache: a pass over the whole
         # sequence per factor measured slower on a busy machine than these small ops.
         for t in range(T - 1, -1, -1):
             if t < T - 1:
                 dP[t].addmm_(dP[t + 1], w_hh)  # (B, H)
-            if ctx.relu:
+            if relu:
                 dP[t].masked_fill_(hs[t] <= 0, 0)
             else:
                 dP[t].addcmul_(dP[t], torch.mul(hs[t], hs[t], out=tmp), value=-1)  # dP (1 - h^2)
-        need = ctx.needs_input_grad
-        dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, (h0, hs[:-1]))
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
 
 
 class LSTMSequence(torch.autograd.Function):
@@ -192,14 +220,30 @@ class LSTMSequence(torch.autograd.Function):
         c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
 
     forward(x (T, B, D), h0, c0 (B, H), w_ih, w_hh, b_ih, b_hh) -> (hs (T, B, H), c_T (B, H)).
-    Backward, with u_t = tanh(c_t) and the per-step factors computed once for all t:
+    Backward, with u_t = tanh(c_t):
         dh_t = dy_t + dP_{t+1} W_hh
         dc_t = dc_{t+1} * f_{t+1} + dh_t * o_t (1 - u_t^2)
         dP_t = [dc_t g i(1-i),  dc_t c_{t-1} f(1-f),  dc_t i (1-g^2),  dh_t u_t o(1-o)]
+    Both loops save and read the same tensors whether compiled (`unrolled.native`) or in Python
+    (`_forward_loop`, `_backward_loop`): hs, cs (T+1, B, H) with the initial state first,
+    us = tanh(cs[1:]) and the gate values (T, B, 4H).
     """
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        native = _native(x)
+        if native is not None:
+            a = _input_projection(x, w_ih, _both_biases(b_ih, b_hh))  # (T, B, 4H)
+            hs, cs, us, gates = native.lstm_forward(a, h0, c0, w_hh, Product(w_hh, a.shape[1]).packed)
+        else:
+            hs, cs, us, gates = LSTMSequence._forward_loop(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.has_bias = b_ih is not None
+        ctx.w_ih, ctx.w_hh = w_ih, w_hh
+        ctx.save_for_backward(x, hs, cs, us, gates)
+        return hs[1:], cs[-1]
+
+    @staticmethod
+    def _forward_loop(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         # g = tanh(p) = 2 sigmoid(2p) - 1: doubling g's rows of W_ih, W_hh and b once lets one
@@ -225,10 +269,7 @@ class LSTMSequence(torch.autograd.Function):
             cs[t + 1].addcmul_(i, g)
             tanh_into(cs[t + 1], us[t])
             torch.mul(o, us[t], out=hs[t + 1])
-        ctx.has_bias = b_ih is not None
-        ctx.w_ih, ctx.w_hh = w_ih, w_hh
-        ctx.save_for_backward(x, hs, cs, us, gates)
-        return hs[1:], cs[T]
+        return hs, cs, us, gates
 
     @staticmethod
     def backward(ctx, dy, dcT):
@@ -236,9 +277,25 @@ class LSTMSequence(torch.autograd.Function):
         T, B, H = dy.shape
         w_hh = ctx.w_hh
         dy = dy.contiguous()  # (T, B, H)
-        dP = torch.empty_like(gates)  # (T, B, 4H) gradient at the pre-activations
         dc = dcT.clone() if dcT is not None else dy.new_zeros(B, H)  # (B, H)
+        dP = torch.empty_like(gates)  # (T, B, 4H) gradient at the pre-activations
         back = Product(w_hh.t(), B)  # dP_{t+1} W_hh
+        native = _native(dy)
+        if native is not None:
+            native.lstm_backward(dy, dc, w_hh, cs, us, gates, back.packed, dP)
+        else:
+            LSTMSequence._backward_loop(dy, dc, back, cs, us, gates, dP)
+        need = ctx.needs_input_grad
+        dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
+        dc0 = dc * gates[0][:, H:2 * H] if need[2] else None  # (B, H)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[3:7], dP, dP, x, hs[:-1])
+        return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+    @staticmethod
+    def _backward_loop(dy, dc, back, cs, us, gates, dP):
+        """Into dP (T, B, 4H); dc (B, H), in place, comes in as dc_T and leaves as the cell
+        gradient at step 0. back: the product by W_hh."""
+        T, B, H = dy.shape
         tmp = dy.new_empty(B, H)
         # Each step's factors are computed inside the loop while its gates are in cache (a pass
         # over the whole sequence per factor measured slower on a busy machine).
@@ -259,11 +316,6 @@ class LSTMSequence(torch.autograd.Function):
             torch.addcmul(i, i, torch.mul(g, g, out=tmp), value=-1, out=p[:, 2 * H:3 * H])  # i (1 - g^2)
             p[:, :3 * H].view(B, 3, H).mul_(dc.unsqueeze(1))  # dP[i, f, g] = dc * factors
             torch.addcmul(o, o, o, value=-1, out=p[:, 3 * H:]).mul_(u).mul_(dh)  # dP[o] = dh u o (1 - o)
-        need = ctx.needs_input_grad
-        dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
-        dc0 = dc * gates[0][:, H:2 * H] if need[2] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[3:7], dP, dP, x, hs[:-1])
-        return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
 
 
 class GRUSequence(torch.autograd.Function):
@@ -278,17 +330,31 @@ class GRUSequence(torch.autograd.Function):
         dR_t = dh_t * [(1-z)(1-n^2) R[n] r(1-r),  (h_{t-1}-n) z(1-z),  (1-z)(1-n^2) r]
         dA_t = dR_t except dA_t[n] = dh_t * (1-z)(1-n^2)
         dh_{t-1} = dy_{t-1} + z_t * dh_t + dR_t W_hh
+    Compiled (`unrolled.native`) or in Python (`_forward_loop`, `_backward_loop`), both saving
+    hs (T+1, B, H) with h0 first, R[n] (T, B, H) and the gate values (T, B, 3H).
     """
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh):
-        T, B, _ = x.shape
-        H = w_hh.shape[1]
         a = _input_projection(x, w_ih, b_ih)  # (T, B, 3H)
-        rec = x.new_empty(T, B, H)  # R_t[n], the candidate's recurrent product
+        native = _native(x)
+        if native is not None:
+            hs, rec, gates = native.gru_forward(a, h0, w_hh, b_hh, Product(w_hh, a.shape[1]).packed)
+        else:
+            hs, rec, gates = GRUSequence._forward_loop(a, h0, w_hh, b_hh)
+        ctx.has_bias = b_ih is not None
+        ctx.w_ih, ctx.w_hh = w_ih, w_hh
+        ctx.save_for_backward(x, hs, rec, gates)
+        return hs[1:]
+
+    @staticmethod
+    def _forward_loop(a, h0, w_hh, b_hh):
+        T, B, _ = a.shape
+        H = w_hh.shape[1]
+        rec = a.new_empty(T, B, H)  # R_t[n], the candidate's recurrent product
         step = Product(w_hh, B)
         gates = torch.empty_like(a)  # (T, B, 3H) r, z, n
-        hs = x.new_empty(T + 1, B, H)  # hs[0] = h0
+        hs = a.new_empty(T + 1, B, H)  # hs[0] = h0
         hs[0] = h0
         for t in range(T):
             gt = gates[t]
@@ -297,10 +363,7 @@ class GRUSequence(torch.autograd.Function):
             rz = torch.add(a[t, :, :2 * H], rt[:, :2 * H], out=gt[:, :2 * H]).sigmoid_()  # (B, 2H)
             n = tanh_(torch.addcmul(a[t, :, 2 * H:], rz[:, :H], rt[:, 2 * H:], out=gt[:, 2 * H:]))  # (B, H)
             torch.sub(hs[t], n, out=hs[t + 1]).mul_(rz[:, H:]).add_(n)  # (B, H)
-        ctx.has_bias = b_ih is not None
-        ctx.w_ih, ctx.w_hh = w_ih, w_hh
-        ctx.save_for_backward(x, hs, rec, gates)
-        return hs[1:]
+        return hs, rec, gates
 
     @staticmethod
     def backward(ctx, dy):
@@ -310,10 +373,26 @@ class GRUSequence(torch.autograd.Function):
         dy = dy.contiguous()  # (T, B, H)
         dR = torch.empty_like(gates)  # (T, B, 3H) gradient at the recurrent products
         dA = torch.empty_like(gates)  # (T, B, 3H) gradient at the input projection
-        dh = dy[T - 1].clone()  # (B, H) the total gradient at h_t
+        dh = dy[T - 1].clone()  # (B, H) the total gradient at the output of the step to do next
+        back = Product(w_hh.t(), B)  # dR_t W_hh
+        native = _native(dy)
+        if native is not None:
+            native.gru_backward(dy, w_hh, hs, rec, gates, back.packed, dA, dR, dh)
+        else:
+            GRUSequence._backward_loop(dy, back, hs, rec, gates, dA, dR, dh)
+        need = ctx.needs_input_grad
+        dh0 = torch.addmm(gates[0][:, H:2 * H] * dh, dR[0], w_hh) if need[1] else None  # (B, H)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dA, dR, x, hs[:-1])
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+
+    @staticmethod
+    def _backward_loop(dy, back, hs, rec, gates, dA, dR, dh_io):
+        """Into dA, dR (T, B, 3H); dh_io (B, H), in place, comes in as dy_{T-1} and leaves as the
+        total gradient at step 0's output. back: the product by W_hh."""
+        T, B, H = dy.shape
+        dh = dh_io
         acc = dy.new_empty(B, H)
         tmp = dy.new_empty(B, H)
-        back = Product(w_hh.t(), B)  # dR_t W_hh
         for t in range(T - 1, -1, -1):  # factors computed per step, while the gates are in cache
             gt, dr, da = gates[t], dR[t], dA[t]
             r, z, n = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:]
@@ -328,10 +407,8 @@ class GRUSequence(torch.autograd.Function):
             da[:, :2 * H].copy_(dr[:, :2 * H])
             if t > 0:
                 dh = back(dr, other=torch.addcmul(dy[t - 1], z, dh, out=acc))  # dh_{t-1}
-        need = ctx.needs_input_grad
-        dh0 = torch.addmm(gates[0][:, H:2 * H] * dh, dR[0], w_hh) if need[1] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dA, dR, x, hs[:-1])
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+        if dh is not dh_io:
+            dh_io.copy_(dh)
 
 
 def _apply(kind: str, x: Tensor, s0, weights, relu: bool):
@@ -374,24 +451,32 @@ def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
 
 
 # Where `unrolled bench` measured our kernels ahead of the fused torch path (docs/performance.md):
-# (cell, device type) -> the smallest hidden size, batch and sequence length it wins at, and
-# whether only when training (a backward to come). On a CPU, torch.nn.RNN and GRU have no fused
-# kernel (a per-step autograd graph, weight gradients step by step, a float32 tanh much slower
-# than sigmoid), so ours wins for whole training windows: the RNN forward and backward, the GRU
-# at H = 512 (at 256 it won on a busy machine and lost by 8% on a quiet one) and only with a
-# backward (its forward alone is slower than torch's). One step at
-# a time (sampling), our Python per step costs more than the fused call. torch.nn.LSTM runs
-# oneDNN's fused cell, which ours did not beat. On CUDA nothing is listed: cuDNN stays.
+# (cell, device type, loops) -> the smallest hidden size, batch and sequence length it wins at,
+# and whether only when training (a backward to come). `loops` is "native" when the compiled
+# step loops (unrolled.native) are loaded, else "python".
+#
+# On a CPU, torch.nn.RNN and GRU have no fused kernel (a per-step autograd graph, weight
+# gradients step by step, a float32 tanh much slower than sigmoid), so ours win: compiled, the
+# RNN and GRU forward and backward at every size we measured (the GRU's forward alone from batch
+# 8; at batch 1 it tied); in Python, the RNN everywhere and the GRU only for training at
+# H = 512. torch.nn.LSTM runs oneDNN's fused cell, which ours tied at H = 256 and lost to at 128
+# and 512, so the LSTM stays fused. One step at a time (sampling) goes through StepSampler, not
+# here. On CUDA nothing is listed: cuDNN stays.
 KERNEL_WINS = {
-    ("rnn", "cpu"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
-    ("gru", "cpu"): {"hidden": 512, "batch": 8, "steps": 16, "training_only": True},
+    ("rnn", "cpu", "native"): {"hidden": 1, "batch": 1, "steps": 16, "training_only": False},
+    ("gru", "cpu", "native"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
+    ("rnn", "cpu", "python"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
+    ("gru", "cpu", "python"): {"hidden": 512, "batch": 8, "steps": 16, "training_only": True},
 }
 
 
 def prefers_kernel(layer, x: Tensor) -> bool:
     """Whether path="auto" runs `layer` over x (B, T, D) on our kernels: only where the benchmark
     shows a win."""
-    rule = KERNEL_WINS.get((layer.kind, x.device.type))
+    if not any(key[:2] == (layer.kind, x.device.type) for key in KERNEL_WINS):
+        return False  # (so the compiled loops are never built for a cell that never uses them)
+    loops = "native" if _native(x) is not None else "python"
+    rule = KERNEL_WINS.get((layer.kind, x.device.type, loops))
     if rule is None or layer.hidden_size < rule["hidden"] or x.shape[0] < rule["batch"] \
             or x.shape[1] < rule["steps"]:
         return False
@@ -443,6 +528,7 @@ class StepSampler:
             self.ih = [None] + [Product(rnn.layer_weights(k)[0], batch) for k in range(1, self.L)] if packed else None
             self.hh = [Product(rnn.layer_weights(k)[1], batch) for k in range(self.L)] if packed else None
         G = self.first.shape[1]
+        self.native = _native(self.first)  # each step's element-wise math as one compiled call
         self.h = torch.zeros(self.L, batch, H, **kw)  # (L, B, H)
         self.c = torch.zeros(self.L, batch, H, **kw)  # (L, B, H), LSTM only
         self.pre = torch.empty(batch, G, **kw)  # (B, G*H) pre-activations
@@ -493,6 +579,12 @@ class StepSampler:
                 pre = self.hh[k](h, other=pre)  # (B, G*H)
             else:
                 pre.addmm_(h, self.w_hh_t[k])
+            if self.native is not None:
+                if self.kind == "rnn":
+                    self.native.rnn_step(pre, h, self.relu)
+                else:
+                    self.native.lstm_step(pre, self.c[k], h)
+                continue
             if self.kind == "rnn":
                 h.copy_(pre.relu_() if self.relu else tanh_(pre))
                 continue
@@ -514,6 +606,9 @@ class StepSampler:
             torch.addmm(self.b_hh[k], h, self.w_hh_t[k], out=rec)  # (B, 3H)
         else:
             torch.mm(h, self.w_hh_t[k], out=rec)
+        if self.native is not None:
+            self.native.gru_step(pre, rec, h, self.act)
+            return
         rz = pre[:, :2 * H].add_(rec[:, :2 * H]).sigmoid_()  # (B, 2H)
         n = tanh_(pre[:, 2 * H:].addcmul_(rz[:, :H], rec[:, 2 * H:]))  # (B, H)
         h.sub_(n).mul_(rz[:, H:]).add_(n)  # h = n + z (h - n)

@@ -64,9 +64,12 @@ def choose(logits: torch.Tensor, temperature: float, argmax: bool, top_k, top_p,
     if argmax or temperature < torch.finfo(torch.float32).tiny:  # 0, or so small float32 holds it as 0: the limit is argmax
         return logits.argmax(dim=-1)  # (B,)
     logits = logits.float()  # (B, V)
-    # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others to
-    # -inf instead of overflowing all of them to inf (which would make every probability NaN).
-    logits = filter_logits((logits - logits.max(dim=-1, keepdim=True).values) / temperature, top_k, top_p)  # (B, V)
+    if temperature != 1:
+        # Shifted so the largest is 0 before dividing: a tiny temperature then sends the others
+        # to -inf instead of overflowing all of them to inf (which would make every probability
+        # NaN). At 1 there is nothing to divide, and softmax shifts by the largest itself.
+        logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
+    logits = filter_logits(logits, top_k, top_p)  # (B, V)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
 
