@@ -185,12 +185,12 @@ class RNNTanhSequence(torch.autograd.Function):
         x, h0, hs = ctx.saved_tensors
         T, B, H = dy.shape
         w_hh = ctx.w_hh
-        dP = torch.empty(T, B, H, dtype=dy.dtype, device=dy.device).copy_(dy)  # (T, B, H): dy, then dP
+        dP = torch.empty(T, B, H, dtype=dy.dtype, device=dy.device)  # (T, B, H)
         native = _native(dy)
-        if native is not None:
-            native.rnn_backward(dP, hs, w_hh, ctx.relu, Product(w_hh.t(), B).packed)
+        if native is not None and dy.stride(2) == 1:  # read dy a step at a time, as it comes
+            native.rnn_backward(dy, dP, hs, w_hh, ctx.relu, Product(w_hh.t(), B).packed)
         else:
-            RNNTanhSequence._backward_loop(dP, hs, w_hh, ctx.relu)
+            RNNTanhSequence._backward_loop(dP.copy_(dy), hs, w_hh, ctx.relu)
         need = ctx.needs_input_grad
         dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, (h0, hs[:-1]))
@@ -276,11 +276,12 @@ class LSTMSequence(torch.autograd.Function):
         x, hs, cs, us, gates = ctx.saved_tensors
         T, B, H = dy.shape
         w_hh = ctx.w_hh
-        dy = dy.contiguous()  # (T, B, H)
+        native = _native(dy)
+        if native is None or dy.stride(2) != 1:
+            dy = dy.contiguous()  # (T, B, H); the compiled loop reads it a step at a time as it comes
         dc = dcT.clone() if dcT is not None else dy.new_zeros(B, H)  # (B, H)
         dP = torch.empty_like(gates)  # (T, B, 4H) gradient at the pre-activations
         back = Product(w_hh.t(), B)  # dP_{t+1} W_hh
-        native = _native(dy)
         if native is not None:
             native.lstm_backward(dy, dc, w_hh, cs, us, gates, back.packed, dP)
         else:
@@ -370,12 +371,13 @@ class GRUSequence(torch.autograd.Function):
         x, hs, rec, gates = ctx.saved_tensors
         T, B, H = dy.shape
         w_hh = ctx.w_hh
-        dy = dy.contiguous()  # (T, B, H)
+        native = _native(dy)
+        if native is None or dy.stride(2) != 1:
+            dy = dy.contiguous()  # (T, B, H); the compiled loop reads it a step at a time as it comes
         dR = torch.empty_like(gates)  # (T, B, 3H) gradient at the recurrent products
         dA = torch.empty_like(gates)  # (T, B, 3H) gradient at the input projection
         dh = dy[T - 1].clone()  # (B, H) the total gradient at the output of the step to do next
         back = Product(w_hh.t(), B)  # dR_t W_hh
-        native = _native(dy)
         if native is not None:
             native.gru_backward(dy, w_hh, hs, rec, gates, back.packed, dA, dR, dh)
         else:

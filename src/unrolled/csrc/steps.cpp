@@ -52,6 +52,15 @@ inline double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline float tanh_(float x) { return 2.0f / (1.0f + fexp(-2.0f * x)) - 1.0f; }
 inline double tanh_(double x) { return std::tanh(x); }
 
+// dy, the gradient at the outputs, arrives as autograd gives it: for a batch-first model a
+// transposed view. The backward loops read it a step at a time (rows of H, any row stride)
+// instead of copying all of it into the time-major order first (a strided copy measured about
+// 5% of a training step of the RNN).
+void check_rows(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.dim() == 3 && t.stride(2) == 1, "unrolled native: ", name,
+              " must be a CPU tensor (T, B, H) with contiguous rows");
+}
+
 void check(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "unrolled native: ", name,
               " must be a contiguous CPU tensor");
@@ -100,17 +109,17 @@ at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_h
 }
 
 // dP = dy: dP_t = (dy_t + dP_{t+1} W_hh) * tanh'(.), in place on a copy of dy.
-// packed_t: W_hh^T prepacked (the backward's product is dP_{t+1} W_hh).
-// dP (T, B, H) holds dy on entry and dP on exit.
-void rnn_backward(at::Tensor dP, const at::Tensor& hs, const at::Tensor& w_hh, bool relu,
+// packed_t: W_hh^T prepacked (the backward's product is dP_{t+1} W_hh). Into dP (T, B, H).
+void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, const at::Tensor& w_hh, bool relu,
                   const std::optional<at::Tensor>& packed_t) {
-  check(dP, "dP"), check(hs, "hs");
+  check_rows(dy, "dy"), check(dP, "dP"), check(hs, "hs");
   const int64_t T = dP.size(0), n = dP.size(1) * dP.size(2);
   const at::Tensor w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(dP.scalar_type(), "rnn_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       at::Tensor p = dP.select(0, t);
-      const at::Tensor q = t < T - 1 ? product(dP.select(0, t + 1), p, w_t, packed_t, p) : p;
+      const at::Tensor q = t < T - 1 ? product(dP.select(0, t + 1), dy.select(0, t), w_t, packed_t, p)
+                                     : p.copy_(dy.select(0, t));
       const scalar_t* x = q.data_ptr<scalar_t>();
       scalar_t* d = p.data_ptr<scalar_t>();
       const scalar_t* h = hs.data_ptr<scalar_t>() + t * n;
@@ -178,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
 void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, const at::Tensor& cs,
                    const at::Tensor& us, const at::Tensor& gates, const std::optional<at::Tensor>& packed_t,
                    at::Tensor dP) {
-  check(dy, "dy"), check(dc, "dc"), check(cs, "cs"), check(us, "us"), check(gates, "gates"), check(dP, "dP");
+  check_rows(dy, "dy"), check(dc, "dc"), check(cs, "cs"), check(us, "us"), check(gates, "gates"), check(dP, "dP");
   const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
   at::Tensor dh = at::empty({B, H}, dy.options());
   const at::Tensor w_t = w_hh.t();
@@ -188,7 +197,7 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
       const scalar_t* dht;
       at::Tensor held;  // keeps a product's result alive while the loop reads it
       if (t == T - 1) {
-        dht = dy.data_ptr<scalar_t>() + t * B * H;
+        dht = dh.copy_(dy.select(0, t)).data_ptr<scalar_t>();
       } else {
         held = product(dP.select(0, t + 1), dy.select(0, t), w_t, packed_t, dh);
         dht = held.data_ptr<scalar_t>();
@@ -277,7 +286,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_forward(
 void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor& hs, const at::Tensor& rec,
                   const at::Tensor& gates, const std::optional<at::Tensor>& packed_t, at::Tensor dA,
                   at::Tensor dR, at::Tensor dh) {
-  check(dy, "dy"), check(hs, "hs"), check(rec, "rec"), check(gates, "gates"), check(dA, "dA"), check(dR, "dR");
+  check_rows(dy, "dy"), check(hs, "hs"), check(rec, "rec"), check(gates, "gates"), check(dA, "dA"), check(dR, "dR");
   check(dh, "dh");
   const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
   at::Tensor acc = at::empty({B, H}, dy.options());
@@ -287,7 +296,8 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
       const scalar_t* g = gates.data_ptr<scalar_t>() + t * B * 3 * H;
       const scalar_t* rn = rec.data_ptr<scalar_t>() + t * B * H;
       const scalar_t* hp = hs.data_ptr<scalar_t>() + t * B * H;
-      const scalar_t* dyp = t > 0 ? dy.data_ptr<scalar_t>() + (t - 1) * B * H : nullptr;
+      const scalar_t* dyp = t > 0 ? dy.data_ptr<scalar_t>() + (t - 1) * dy.stride(0) : nullptr;
+      const int64_t dy_row = dy.stride(1);
       const scalar_t* dhp = dh.data_ptr<scalar_t>();
       scalar_t* dr = dR.data_ptr<scalar_t>() + t * B * 3 * H;
       scalar_t* da = dA.data_ptr<scalar_t>() + t * B * 3 * H;
@@ -302,7 +312,7 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
           const scalar_t dz_ = d * (hp[s + j] - n) * z * (scalar_t(1) - z);
           dr[q + j] = dr_, dr[q + H + j] = dz_, dr[q + 2 * H + j] = d * k * r;
           da[q + j] = dr_, da[q + H + j] = dz_, da[q + 2 * H + j] = d * k;
-          if (dyp) ac[s + j] = dyp[s + j] + z * d;
+          if (dyp) ac[s + j] = dyp[b * dy_row + j] + z * d;
         }
       }
       if (t > 0) {
@@ -356,7 +366,7 @@ void rnn_step(const at::Tensor& pre, at::Tensor h, bool relu) {
 
 TORCH_LIBRARY(unrolled_native, m) {
   m.def("rnn_forward(Tensor(a!) a, Tensor h0, Tensor w_hh, bool relu, Tensor? packed) -> Tensor(a!)", rnn_forward);
-  m.def("rnn_backward(Tensor(a!) dP, Tensor hs, Tensor w_hh, bool relu, Tensor? packed_t) -> ()",
+  m.def("rnn_backward(Tensor dy, Tensor(a!) dP, Tensor hs, Tensor w_hh, bool relu, Tensor? packed_t) -> ()",
         rnn_backward);
   m.def("lstm_forward(Tensor(a!) a, Tensor h0, Tensor c0, Tensor w_hh, Tensor? packed) -> "
         "(Tensor, Tensor, Tensor, Tensor(a!))", lstm_forward);
