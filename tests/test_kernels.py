@@ -229,7 +229,9 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch, 
         assert kernel_kinds(512, 8, 16, grad=False) == ["rnn"]  # the GRU's forward alone: fused
         assert kernel_kinds(512, 1, 16) == []  # sampling-sized batches stay fused
     assert kernel_kinds(512, 8, 1) == []  # single steps stay fused
-    assert "lstm" not in kernel_kinds(256, 64, 100)  # oneDNN's fused LSTM cell
+    assert "lstm" not in kernel_kinds(128, 64, 100)  # oneDNN's fused LSTM cell
+    assert "lstm" not in kernel_kinds(256, 64, 100, grad=False)
+    assert ("lstm" in kernel_kinds(256, 64, 100)) == (loops == "native")  # training from H = 256
 
 
 def test_tanh_as_sigmoid_equals_tanh():

@@ -71,18 +71,25 @@ _ONEDNN = _has_onednn()
 class Product:
     """y = x W^T + bias (+ other), for a weight W (N, K) that many products reuse.
 
-    float32 on a CPU with W of at least PACK_MIN elements: W is packed once for oneDNN's GEMM,
-    which we measured 10-40% faster than MKL's sgemm for the LSTM and GRU at H >= 256 on an AMD
-    EPYC (the machine of docs/performance.md), and slower for smaller W (its per-call cost);
-    elsewhere (smaller W, float64, CUDA, builds without oneDNN) addmm.
+    float32 on a CPU: W is packed once for oneDNN's GEMM when it pays, else addmm (MKL's sgemm),
+    as measured on an AMD EPYC (the machine of docs/performance.md):
+    - products over a whole sequence (`rows` >= PACK_ROWS: the input projection, dX): always;
+      oneDNN with a fused bias ran 5-60% faster than F.linear at every shape of the benchmark
+      (F.linear with a bias first copies the bias into every row of the output);
+    - one step's product (`rows` = the batch): when W has PACK_MIN elements or more, where it
+      measured 10-40% faster for the LSTM and GRU at H >= 256, and slower for smaller W (its
+      per-call cost).
+    float64, CUDA and builds without oneDNN use addmm.
     """
 
     PACK_MIN = 1 << 17  # elements of W: 3H x H at H = 256 packs, 4H x H at H = 128 does not
+    PACK_ROWS = 1024  # rows of x from which any W packs
 
     def __init__(self, w: Tensor, rows: int):
         self.w = w.detach()
         self.packed = None
-        if _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= self.PACK_MIN:
+        if _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and (
+                w.numel() >= self.PACK_MIN or rows >= self.PACK_ROWS):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w.contiguous(), rows)
 
     def __call__(self, x: Tensor, other: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
@@ -118,13 +125,14 @@ def _both_biases(b_ih, b_hh):
     return b_ih + b_hh
 
 
-def _weight_grads(ctx, need, dG: Tensor, dG_hh: Tensor, x: Tensor, h_prev: Tensor):
+def _weight_grads(ctx, need, dG: Tensor, dG_hh: Tensor, x: Tensor, h_prev: Tensor, sums=None):
     """The gradients of all steps at once: one matrix product per weight.
 
     need: which of (dx, dW_ih, dW_hh, db_ih, db_hh) are wanted. dG (T, B, G*H) is the gradient
     at the input projection's pre-activations, dG_hh (T, B, G*H) the same for the recurrent
     product (the same tensor except in the GRU's candidate), x (T, B, D) the layer's input and
-    h_prev (T, B, H) the state each step read, or (h0, the outputs but the last).
+    h_prev (T, B, H) the state each step read, or (h0, the outputs but the last). sums: the
+    bias gradients (sum dG, sum dG_hh) when the compiled backward loop added them up already.
     """
     T, B, GH = dG.shape
     dG2 = dG.reshape(T * B, GH)  # (T*B, G*H)
@@ -139,10 +147,14 @@ def _weight_grads(ctx, need, dG: Tensor, dG_hh: Tensor, x: Tensor, h_prev: Tenso
             dw_hh.addmm_(dG_hh[1:].reshape((T - 1) * B, GH).t(), rest.reshape((T - 1) * B, -1))
     elif need[2]:
         dw_hh = dGh2.t() @ h_prev.reshape(T * B, -1)  # (G*H, H)
+    if sums is not None and ctx.has_bias:
+        # a copy, never the same tensor: two .grad sharing storage would be clipped twice
+        db_ih = sums[0] if need[3] else None
+        db_hh = (sums[1].clone() if sums[1] is sums[0] else sums[1]) if need[4] else None
+        return dx, dw_ih, dw_hh, db_ih, db_hh
     db_ih = dG2.sum(0) if ctx.has_bias and need[3] else None  # (G*H,)
     db_hh = None
     if ctx.has_bias and need[4]:
-        # a copy, never the same tensor: two .grad sharing storage would be clipped twice
         db_hh = db_ih.clone() if (dG_hh is dG and db_ih is not None) else dGh2.sum(0)  # (G*H,)
     return dx, dw_ih, dw_hh, db_ih, db_hh
 
@@ -187,13 +199,16 @@ class RNNTanhSequence(torch.autograd.Function):
         w_hh = ctx.w_hh
         dP = torch.empty(T, B, H, dtype=dy.dtype, device=dy.device)  # (T, B, H)
         native = _native(dy)
+        need = ctx.needs_input_grad
+        sums = None
         if native is not None and dy.stride(2) == 1:  # read dy a step at a time, as it comes
-            native.rnn_backward(dy, dP, hs, w_hh, ctx.relu, Product(w_hh.t(), B).packed)
+            db = dy.new_empty(H) if ctx.has_bias else None
+            native.rnn_backward(dy, dP, hs, w_hh, ctx.relu, Product(w_hh.t(), B).packed, db)
+            sums = (db, db)
         else:
             RNNTanhSequence._backward_loop(dP.copy_(dy), hs, w_hh, ctx.relu)
-        need = ctx.needs_input_grad
         dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, (h0, hs[:-1]))
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dP, dP, x, (h0, hs[:-1]), sums)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
 
     @staticmethod
@@ -282,14 +297,17 @@ class LSTMSequence(torch.autograd.Function):
         dc = dcT.clone() if dcT is not None else dy.new_zeros(B, H)  # (B, H)
         dP = torch.empty_like(gates)  # (T, B, 4H) gradient at the pre-activations
         back = Product(w_hh.t(), B)  # dP_{t+1} W_hh
+        sums = None
         if native is not None:
-            native.lstm_backward(dy, dc, w_hh, cs, us, gates, back.packed, dP)
+            db = dy.new_empty(4 * H) if ctx.has_bias else None
+            native.lstm_backward(dy, dc, w_hh, cs, us, gates, back.packed, dP, db)
+            sums = (db, db)
         else:
             LSTMSequence._backward_loop(dy, dc, back, cs, us, gates, dP)
         need = ctx.needs_input_grad
         dh0 = dP[0] @ w_hh if need[1] else None  # (B, H)
         dc0 = dc * gates[0][:, H:2 * H] if need[2] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[3:7], dP, dP, x, hs[:-1])
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[3:7], dP, dP, x, hs[:-1], sums)
         return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
 
     @staticmethod
@@ -378,13 +396,15 @@ class GRUSequence(torch.autograd.Function):
         dA = torch.empty_like(gates)  # (T, B, 3H) gradient at the input projection
         dh = dy[T - 1].clone()  # (B, H) the total gradient at the output of the step to do next
         back = Product(w_hh.t(), B)  # dR_t W_hh
+        sums = None
         if native is not None:
-            native.gru_backward(dy, w_hh, hs, rec, gates, back.packed, dA, dR, dh)
+            sums = (dy.new_empty(3 * H), dy.new_empty(3 * H)) if ctx.has_bias else (None, None)
+            native.gru_backward(dy, w_hh, hs, rec, gates, back.packed, dA, dR, dh, *sums)
         else:
             GRUSequence._backward_loop(dy, back, hs, rec, gates, dA, dR, dh)
         need = ctx.needs_input_grad
         dh0 = torch.addmm(gates[0][:, H:2 * H] * dh, dR[0], w_hh) if need[1] else None  # (B, H)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dA, dR, x, hs[:-1])
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(ctx, need[:1] + need[2:6], dA, dR, x, hs[:-1], sums)
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
 
     @staticmethod
@@ -461,12 +481,14 @@ def run_layers(layer, x: Tensor, state) -> tuple[Tensor, list]:
 # gradients step by step, a float32 tanh much slower than sigmoid), so ours win: compiled, the
 # RNN and GRU forward and backward at every size we measured (the GRU's forward alone from batch
 # 8; at batch 1 it tied); in Python, the RNN everywhere and the GRU only for training at
-# H = 512. torch.nn.LSTM runs oneDNN's fused cell, which ours tied at H = 256 and lost to at 128
-# and 512, so the LSTM stays fused. One step at a time (sampling) goes through StepSampler, not
-# here. On CUDA nothing is listed: cuDNN stays.
+# H = 512. torch.nn.LSTM runs oneDNN's fused cell: compiled, ours won training at H = 256 (1.11x),
+# tied at 512 and lost at 128, and its forward alone lost at 256, so the LSTM takes ours only
+# for training from H = 256. One step at a time (sampling) goes through StepSampler, not here.
+# On CUDA nothing is listed: cuDNN stays.
 KERNEL_WINS = {
     ("rnn", "cpu", "native"): {"hidden": 1, "batch": 1, "steps": 16, "training_only": False},
     ("gru", "cpu", "native"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
+    ("lstm", "cpu", "native"): {"hidden": 256, "batch": 8, "steps": 16, "training_only": True},
     ("rnn", "cpu", "python"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
     ("gru", "cpu", "python"): {"hidden": 512, "batch": 8, "steps": 16, "training_only": True},
 }

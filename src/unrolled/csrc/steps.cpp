@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <tuple>
+#include <vector>
 
 // Each step's inner loops read and write distinct arrays, or the same element in place (the
 // cell state of a generation step); the pragma lets the compiler vectorise them without the
@@ -61,12 +62,46 @@ void check_rows(const at::Tensor& t, const char* name) {
               " must be a CPU tensor (T, B, H) with contiguous rows");
 }
 
+// dst (B, H) contiguous = src (B, H) with any row stride: one memcpy a row (the generic strided
+// copy measured several times slower at these sizes).
+void copy_rows(at::Tensor& dst, const at::Tensor& src) {
+  const int64_t B = src.size(0), H = src.size(1), stride = src.stride(0);
+  const int64_t bytes = H * static_cast<int64_t>(src.element_size());
+  char* d = static_cast<char*>(dst.data_ptr());
+  const char* s = static_cast<const char*>(src.data_ptr());
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(d + b * bytes, s + b * stride * static_cast<int64_t>(src.element_size()), bytes);
+  }
+}
+
 void check(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "unrolled native: ", name,
               " must be a contiguous CPU tensor");
 }
 
 bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// The bias gradients: the sum over every step and row of the gate gradients, added up a step at
+// a time while that step's gradients are in cache (a sum over the whole (T, B, G*H) tensor after
+// the loop is a pass over memory). Accumulated in double; `finish` writes the result into `db`.
+struct BiasSum {
+  std::vector<double> acc;
+  explicit BiasSum(const std::optional<at::Tensor>& db) : acc(given(db) ? db->numel() : 0, 0.0) {}
+  template <typename scalar_t>
+  void add(const scalar_t* d, int64_t B) {  // rows d[b * N .. b * N + N), N = acc.size()
+    const int64_t N = static_cast<int64_t>(acc.size());
+    double* a = acc.data();
+    for (int64_t b = 0; b < B; ++b) {
+      VECTOR_LOOP
+      for (int64_t j = 0; j < N; ++j) a[j] += d[b * N + j];
+    }
+  }
+  void finish(const std::optional<at::Tensor>& db) {
+    if (!given(db)) return;
+    at::Tensor sums = at::from_blob(acc.data(), {static_cast<int64_t>(acc.size())}, at::kDouble);
+    db->copy_(sums);
+  }
+};
 
 // other + x W^T, for the weight W (N, K) of one step's product. `packed` is W prepacked for
 // oneDNN (kernels.Product decides when: float32 and a large enough W, where oneDNN measured
@@ -110,16 +145,18 @@ at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_h
 
 // dP = dy: dP_t = (dy_t + dP_{t+1} W_hh) * tanh'(.), in place on a copy of dy.
 // packed_t: W_hh^T prepacked (the backward's product is dP_{t+1} W_hh). Into dP (T, B, H).
+// db, when given: the bias gradient sum dP (H), written.
 void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, const at::Tensor& w_hh, bool relu,
-                  const std::optional<at::Tensor>& packed_t) {
+                  const std::optional<at::Tensor>& packed_t, const std::optional<at::Tensor>& db) {
   check_rows(dy, "dy"), check(dP, "dP"), check(hs, "hs");
   const int64_t T = dP.size(0), n = dP.size(1) * dP.size(2);
+  BiasSum bias(db);
   const at::Tensor w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(dP.scalar_type(), "rnn_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       at::Tensor p = dP.select(0, t);
-      const at::Tensor q = t < T - 1 ? product(dP.select(0, t + 1), dy.select(0, t), w_t, packed_t, p)
-                                     : p.copy_(dy.select(0, t));
+      copy_rows(p, dy.select(0, t));
+      const at::Tensor q = t < T - 1 ? product(dP.select(0, t + 1), p, w_t, packed_t, p) : p;
       const scalar_t* x = q.data_ptr<scalar_t>();
       scalar_t* d = p.data_ptr<scalar_t>();
       const scalar_t* h = hs.data_ptr<scalar_t>() + t * n;
@@ -130,8 +167,10 @@ void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, con
         VECTOR_LOOP
         for (int64_t k = 0; k < n; ++k) d[k] = x[k] * (scalar_t(1) - h[k] * h[k]);
       }
+      if (given(db)) bias.add(d, dP.size(1));
     }
   });
+  bias.finish(db);
 }
 
 // ---- LSTM ------------------------------------------------------------------------------------
@@ -186,7 +225,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
 // (the caller finishes dc_0 = dc f_0).
 void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, const at::Tensor& cs,
                    const at::Tensor& us, const at::Tensor& gates, const std::optional<at::Tensor>& packed_t,
-                   at::Tensor dP) {
+                   at::Tensor dP, const std::optional<at::Tensor>& db) {
+  BiasSum bias(db);
   check_rows(dy, "dy"), check(dc, "dc"), check(cs, "cs"), check(us, "us"), check(gates, "gates"), check(dP, "dP");
   const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
   at::Tensor dh = at::empty({B, H}, dy.options());
@@ -196,10 +236,11 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* dht;
       at::Tensor held;  // keeps a product's result alive while the loop reads it
+      copy_rows(dh, dy.select(0, t));
       if (t == T - 1) {
-        dht = dh.copy_(dy.select(0, t)).data_ptr<scalar_t>();
+        dht = dh.data_ptr<scalar_t>();
       } else {
-        held = product(dP.select(0, t + 1), dy.select(0, t), w_t, packed_t, dh);
+        held = product(dP.select(0, t + 1), dh, w_t, packed_t, dh);
         dht = held.data_ptr<scalar_t>();
       }
       const scalar_t* g_t = gates.data_ptr<scalar_t>() + t * B * 4 * H;
@@ -223,8 +264,10 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
           d[q + 3 * H + j] = dhj * uj * o * (scalar_t(1) - o);
         }
       }
+      if (given(db)) bias.add(d, B);
     }
   });
+  bias.finish(db);
 }
 
 // ---- GRU -------------------------------------------------------------------------------------
@@ -283,9 +326,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_forward(
 // dA_t = dR_t except dA_t[n] = dh_t k,  dh_{t-1} = dy_{t-1} + z dh_t + dR_t W_hh.
 // Into dA, dR (T, B, 3H); dh (B, H) comes in as dy_{T-1} and leaves as the total gradient at
 // step 0's output (the caller finishes dh0 = z_0 dh + dR_0 W_hh).
+// db_ih, db_hh, when given: sum dA and sum dR (3H), written.
 void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor& hs, const at::Tensor& rec,
                   const at::Tensor& gates, const std::optional<at::Tensor>& packed_t, at::Tensor dA,
-                  at::Tensor dR, at::Tensor dh) {
+                  at::Tensor dR, at::Tensor dh, const std::optional<at::Tensor>& db_ih,
+                  const std::optional<at::Tensor>& db_hh) {
+  BiasSum bias_ih(db_ih), bias_hh(db_hh);
   check_rows(dy, "dy"), check(hs, "hs"), check(rec, "rec"), check(gates, "gates"), check(dA, "dA"), check(dR, "dR");
   check(dh, "dh");
   const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
@@ -315,12 +361,15 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
           if (dyp) ac[s + j] = dyp[b * dy_row + j] + z * d;
         }
       }
+      if (given(db_ih)) bias_ih.add(da, B);
+      if (given(db_hh)) bias_hh.add(dr, B);
       if (t > 0) {
         const at::Tensor next = product(dR.select(0, t), acc, w_t, packed_t, dh);
         if (!next.is_same(dh)) dh.copy_(next);
       }
     }
   });
+  bias_ih.finish(db_ih), bias_hh.finish(db_hh);
 }
 
 // ---- one step, for generation ----------------------------------------------------------------
@@ -366,16 +415,16 @@ void rnn_step(const at::Tensor& pre, at::Tensor h, bool relu) {
 
 TORCH_LIBRARY(unrolled_native, m) {
   m.def("rnn_forward(Tensor(a!) a, Tensor h0, Tensor w_hh, bool relu, Tensor? packed) -> Tensor(a!)", rnn_forward);
-  m.def("rnn_backward(Tensor dy, Tensor(a!) dP, Tensor hs, Tensor w_hh, bool relu, Tensor? packed_t) -> ()",
-        rnn_backward);
+  m.def("rnn_backward(Tensor dy, Tensor(a!) dP, Tensor hs, Tensor w_hh, bool relu, Tensor? packed_t, "
+        "Tensor(b!)? db) -> ()", rnn_backward);
   m.def("lstm_forward(Tensor(a!) a, Tensor h0, Tensor c0, Tensor w_hh, Tensor? packed) -> "
         "(Tensor, Tensor, Tensor, Tensor(a!))", lstm_forward);
   m.def("lstm_backward(Tensor dy, Tensor(a!) dc, Tensor w_hh, Tensor cs, Tensor us, Tensor gates, Tensor? packed_t, "
-        "Tensor(b!) dP) -> ()", lstm_backward);
+        "Tensor(b!) dP, Tensor(c!)? db) -> ()", lstm_backward);
   m.def("gru_forward(Tensor(a!) a, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? packed) -> "
         "(Tensor, Tensor, Tensor(a!))", gru_forward);
   m.def("gru_backward(Tensor dy, Tensor w_hh, Tensor hs, Tensor rec, Tensor gates, Tensor? packed_t, "
-        "Tensor(a!) dA, Tensor(b!) dR, Tensor(c!) dh) -> ()", gru_backward);
+        "Tensor(a!) dA, Tensor(b!) dR, Tensor(c!) dh, Tensor(d!)? db_ih, Tensor(e!)? db_hh) -> ()", gru_backward);
   m.def("lstm_step(Tensor(a!) pre, Tensor(b!) c, Tensor(c!) h) -> ()", lstm_step);
   m.def("gru_step(Tensor x, Tensor rec, Tensor(a!) h, Tensor(b!) gates) -> ()", gru_step);
   m.def("rnn_step(Tensor pre, Tensor(a!) h, bool relu) -> ()", rnn_step);
