@@ -432,6 +432,9 @@ def machine(device: torch.device, threads: int) -> dict:
             "python": platform.python_version(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        from unrolled import native  # our kernels' step loops: compiled, or why they run in Python
+        info["step_loops"] = "compiled" if native.ops() is not None else native.reason()
     if hasattr(os, "getloadavg"):
         info["load_average_start"] = [round(v, 2) for v in os.getloadavg()]
     return info
@@ -493,7 +496,8 @@ def table(result: dict) -> str:
     """The result as Markdown tables, the form the README's performance section takes."""
     m = result["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, "
-             f"{m['device']}; load average {m.get('load_average_start')} -> {m.get('load_average_end')}.",
+             f"{m['device']}; load average {m.get('load_average_start')} -> {m.get('load_average_end')}"
+             + (f"; kernels' step loops: {m['step_loops']}." if "step_loops" in m else "."),
              f"Matrix-multiply peak measured in the run: {result['matmul']['peak_gflops']} GFLOP/s "
              f"({result['matmul'].get('peak_gflops_end')} at the end).", ""]
     if result.get("elementwise"):
