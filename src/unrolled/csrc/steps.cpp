@@ -74,6 +74,18 @@ void copy_rows(at::Tensor& dst, const at::Tensor& src) {
   }
 }
 
+// dst (B, H) contiguous += src (B, H) with any row stride.
+template <typename scalar_t>
+void add_rows(at::Tensor& dst, const at::Tensor& src) {
+  const int64_t B = src.size(0), H = src.size(1), stride = src.stride(0);
+  scalar_t* d = dst.data_ptr<scalar_t>();
+  const scalar_t* s = src.data_ptr<scalar_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    VECTOR_LOOP
+    for (int64_t j = 0; j < H; ++j) d[b * H + j] += s[b * stride + j];
+  }
+}
+
 void check(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "unrolled native: ", name,
               " must be a contiguous CPU tensor");
@@ -139,7 +151,37 @@ std::pair<at::Tensor, bool> forward_product(const at::Tensor& x, at::Tensor& a_t
   return {a_t.addmm_(x, w.t()), true};
 }
 
+// The backward's dh = dy_t + dP_{t+1} W_hh (B, H), W_hh^T given as w_t: with oneDNN, its plain
+// product and dy_t added after (faster than the product that adds); with MKL, dy_t copied into
+// `out` and the product added in place.
+template <typename scalar_t>
+at::Tensor backward_product(const at::Tensor& dP_next, const at::Tensor& dy_t, const at::Tensor& w_t,
+                            const std::optional<at::Tensor>& packed_t, at::Tensor& out) {
+  if (given(packed_t)) {
+    at::Tensor q = onednn_product(dP_next, *packed_t, std::nullopt);
+    add_rows<scalar_t>(q, dy_t);
+    return q;
+  }
+  copy_rows(out, dy_t);
+  return out.addmm_(dP_next, w_t.t());
+}
+
 // ---- vanilla RNN -----------------------------------------------------------------------------
+// y = tanh(x (+ z when ADD)), or relu; y may be x or z.
+template <typename scalar_t, bool ADD>
+void rnn_activation(const scalar_t* x, const scalar_t* z, scalar_t* y, int64_t n, bool relu) {
+  if (relu) {
+    VECTOR_LOOP
+    for (int64_t k = 0; k < n; ++k) {
+      const scalar_t v = ADD ? x[k] + z[k] : x[k];
+      y[k] = v > 0 ? v : scalar_t(0);
+    }
+  } else {
+    VECTOR_LOOP
+    for (int64_t k = 0; k < n; ++k) y[k] = tanh_(ADD ? x[k] + z[k] : x[k]);
+  }
+}
+
 // hs = a: step t adds h_{t-1} W_hh^T onto a[t] and applies tanh (or relu) there, in place.
 at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_hh, bool relu,
                        const std::optional<at::Tensor>& packed) {
@@ -151,19 +193,10 @@ at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_h
       const auto [q, added] = forward_product(t == 0 ? h0 : a.select(0, t - 1), p, w_hh, packed);
       scalar_t* y = p.data_ptr<scalar_t>();  // a_t, then h_t
       const scalar_t* x = q.data_ptr<scalar_t>();  // x W^T (+ a_t when added)
-      const scalar_t* z = added ? nullptr : y;
-      if (relu && z) {
-        VECTOR_LOOP
-        for (int64_t k = 0; k < n; ++k) y[k] = x[k] + z[k] > 0 ? x[k] + z[k] : scalar_t(0);
-      } else if (relu) {
-        VECTOR_LOOP
-        for (int64_t k = 0; k < n; ++k) y[k] = x[k] > 0 ? x[k] : scalar_t(0);
-      } else if (z) {
-        VECTOR_LOOP
-        for (int64_t k = 0; k < n; ++k) y[k] = tanh_(x[k] + z[k]);
+      if (added) {
+        rnn_activation<scalar_t, false>(x, nullptr, y, n, relu);
       } else {
-        VECTOR_LOOP
-        for (int64_t k = 0; k < n; ++k) y[k] = tanh_(x[k]);
+        rnn_activation<scalar_t, true>(x, y, y, n, relu);
       }
     }
   });
@@ -182,8 +215,8 @@ void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, con
   AT_DISPATCH_FLOATING_TYPES(dP.scalar_type(), "rnn_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       at::Tensor p = dP.select(0, t);
-      copy_rows(p, dy.select(0, t));
-      const at::Tensor q = t < T - 1 ? product(dP.select(0, t + 1), p, w_t, packed_t, p) : p;
+      const at::Tensor q = t < T - 1 ? backward_product<scalar_t>(dP.select(0, t + 1), dy.select(0, t), w_t, packed_t, p)
+                                     : (copy_rows(p, dy.select(0, t)), p);
       const scalar_t* x = q.data_ptr<scalar_t>();
       scalar_t* d = p.data_ptr<scalar_t>();
       const scalar_t* h = hs.data_ptr<scalar_t>() + t * n;
@@ -275,11 +308,11 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* dht;
       at::Tensor held;  // keeps a product's result alive while the loop reads it
-      copy_rows(dh, dy.select(0, t));
       if (t == T - 1) {
+        copy_rows(dh, dy.select(0, t));
         dht = dh.data_ptr<scalar_t>();
       } else {
-        held = product(dP.select(0, t + 1), dh, w_t, packed_t, dh);
+        held = backward_product<scalar_t>(dP.select(0, t + 1), dy.select(0, t), w_t, packed_t, dh);
         dht = held.data_ptr<scalar_t>();
       }
       const scalar_t* g_t = gates.data_ptr<scalar_t>() + t * B * 4 * H;
