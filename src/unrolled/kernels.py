@@ -72,24 +72,27 @@ class Product:
     """y = x W^T + bias (+ other), for a weight W (N, K) that many products reuse.
 
     float32 on a CPU: W is packed once for oneDNN's GEMM when it pays, else addmm (MKL's sgemm),
-    as measured on an AMD EPYC (the machine of docs/performance.md):
-    - products over a whole sequence (`rows` >= PACK_ROWS: the input projection, dX): always;
-      oneDNN with a fused bias ran 5-60% faster than F.linear at every shape of the benchmark
-      (F.linear with a bias first copies the bias into every row of the output);
-    - one step's product (`rows` = the batch): when W has PACK_MIN elements or more, where it
+    as measured on an AMD EPYC (the machine of docs/performance.md), packing included:
+    - products over a whole sequence (`rows` >= PACK_ROWS: the input projection, dX) when W has
+      2^16 elements or more, or its rows are 128 wide or more (K, the sum's length): there
+      oneDNN with a fused bias ran 5-60% faster than F.linear (which first copies the bias into
+      every row of the output); narrower, smaller products (an input of 64 into 128 to 512)
+      ran as fast or faster on F.linear, and packing costs about 0.1 ms;
+    - one step's product (`rows` = the batch) when W has PACK_MIN elements or more, where it
       measured 10-40% faster for the LSTM and GRU at H >= 256, and slower for smaller W (its
       per-call cost).
     float64, CUDA and builds without oneDNN use addmm.
     """
 
     PACK_MIN = 1 << 17  # elements of W: 3H x H at H = 256 packs, 4H x H at H = 128 does not
-    PACK_ROWS = 1024  # rows of x from which any W packs
+    PACK_ROWS = 1024  # rows of x from which a sequence-sized W packs
 
     def __init__(self, w: Tensor, rows: int):
         self.w = w.detach()
         self.packed = None
         if _ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and (
-                w.numel() >= self.PACK_MIN or rows >= self.PACK_ROWS):
+                w.numel() >= self.PACK_MIN
+                or rows >= self.PACK_ROWS and (w.numel() >= 1 << 16 or w.shape[1] >= 128)):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.w.contiguous(), rows)
 
     def __call__(self, x: Tensor, other: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
