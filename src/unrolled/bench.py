@@ -441,7 +441,7 @@ def machine(device: torch.device, threads: int) -> dict:
 
 
 def goals(result: dict) -> list[dict]:
-    """The issue's goals, each with the figure reached and whether it is met."""
+    """The performance targets (docs/performance.md), each with the figure reached and whether it is met."""
     out = []
     for row in result.get("train", []):
         want = 1.3 if row["cell"] == "rnn" else 1.0
