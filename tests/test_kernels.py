@@ -28,8 +28,12 @@ def loops(request, monkeypatch):
         from unrolled import native
         if not native.enabled():
             pytest.skip("UNROLLED_NATIVE=0")
-        if native.ops() is None:  # a machine with a C++ compiler must build them
-            pytest.fail(f"the compiled step loops did not load: {native.reason()}")
+        if native.ops() is None:
+            import os
+            import shutil
+            if shutil.which(os.environ.get("CXX", "c++")) is None:
+                pytest.skip("no C++ compiler here: only the Python loops run")
+            pytest.fail(f"the compiled step loops did not load: {native.reason()}")  # a compiler must build them
     return request.param
 
 

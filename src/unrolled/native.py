@@ -85,11 +85,16 @@ def reason() -> str:
     return "" if _STATE["ops"] is not None else _STATE["reason"]
 
 
+def _already_loaded() -> bool:
+    """Whether this process has the library already (loaded by another copy of this module)."""
+    return hasattr(torch.ops.unrolled_native, "lstm_forward")
+
+
 def _load():
     if not enabled():
         return None, "switched off by UNROLLED_NATIVE=0"
-    if hasattr(torch.ops, "unrolled_native") and hasattr(torch.ops.unrolled_native, "lstm_forward"):
-        return torch.ops.unrolled_native, ""  # loaded already (by another copy of this module)
+    if _already_loaded():
+        return torch.ops.unrolled_native, ""
     try:
         from torch.utils import cpp_extension
         _ninja_on_path()
