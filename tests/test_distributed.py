@@ -105,3 +105,22 @@ def test_two_nodes_rendezvous_over_loopback(corpus, tmp_path):
     a, b = weights(tmp_path / "nodes"), weights(tmp_path / "one")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_ddp_through_our_compiled_kernel_equals_one_process(corpus, tmp_path):
+    """The RNN over windows of 16 steps runs on our sequence kernel (path "auto", the compiled
+    step loops); under DDP its gradients are averaged like torch's own: 2 ranks x batch 2 take
+    the updates of 1 process x batch 4."""
+    from unrolled import native
+    if native.ops() is None:
+        pytest.skip(f"the compiled step loops are not here: {native.reason()}")
+    rnn = [a if a != "lstm" else "rnn" for a in TINY]
+    rnn[rnn.index("--seq-len") + 1] = "16"
+    run([str(corpus), *rnn, "--batch-size", "2", "--max-steps", "3", "--out", str(tmp_path / "ddp")], procs=2)
+    run([str(corpus), *rnn, "--batch-size", "4", "--max-steps", "3", "--out", str(tmp_path / "one")])
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    # the layer took our kernel there (what auto decides for this layer and window)
+    layer = unrolled.RNN(4, 8, 2)
+    assert layer._auto_path(torch.zeros(2, 16, 4), None) == "kernel"
