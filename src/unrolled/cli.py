@@ -404,8 +404,8 @@ def add_saturation(sub) -> None:
 def add_ngram(sub) -> None:
     p = sub.add_parser(
         "ngram", help="Kneser-Ney character n-grams on a file's train split, scored on its test split",
-        description="Fit interpolated Kneser-Ney character n-gram models on the first 80%% of the file and "
-                    "report bits per character on its last 10%%; with --model, also the trained model on the "
+        description="Fit interpolated Kneser-Ney character n-gram models on the first 80% of the file and "
+                    "report bits per character on its last 10%; with --model, also the trained model on the "
                     "same characters and where each errs (p < 0.5) by the kind of character.")
     p.add_argument("file", help="a UTF-8 text file")
     p.add_argument("--orders", default="1,2,3,5,10,20", help="n-gram orders to report, 1..20 (default 1,2,3,5,10,20)")
