@@ -42,8 +42,8 @@ class DataConfig:
     byte_level: bool = False  # model bytes instead of characters (for text that is not UTF-8)
     val_fraction: float = 0.1  # the split is by position: train, then validation, then test
     test_fraction: float = 0.1  # (train gets the rest: 0.8 by default)
-    unknown: str = "error"  # with init_from: what to do with characters outside the old vocabulary
-    replacement: str | None = None  # with unknown = "replace": the symbol to use (default " ")
+    unknown: str = "error"  # with --init-from: characters outside the old vocabulary: error, skip them, or replace them
+    replacement: str | None = None  # with --unknown replace: the symbol; None is " " (or the first symbol without a space)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainConfig:
     gamma: float = 0.5  # step: factor every step_size steps; exponential: factor per 1000 steps; plateau: factor
     step_size: int = 1000  # step: steps between decays
     patience: int = 2  # plateau: validations without improvement before the lr is multiplied by gamma
-    clip: str = "norm"  # norm (rescale g to clip_value/||g|| when larger), value (clamp), or none
+    clip: str = "norm"  # norm (rescale g by clip_value / its norm when larger), value (clamp), or none
     clip_value: float = 1.0  # the threshold for clip
     nonfinite: str = "stop"  # a NaN or infinite loss or gradient: stop (the update is not applied; the last checkpoint is kept) or skip that update
     max_steps: int | None = None  # stop after this many updates
