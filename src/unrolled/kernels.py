@@ -8,17 +8,19 @@ What makes them fast (the torch-rnn recipe, in PyTorch ops):
 1. the input projection of every step is ONE matrix product, before the loop:
        A = X W_ih^T + b          X (T*B, D) -> A (T*B, G*H)
 2. the per-step work is only what cannot wait: the recurrent product h_{t-1} W_hh^T added onto
-   A_t and a handful of element-wise ops, in place or into preallocated buffers (tanh as
-   2 sigmoid(2x) - 1, see `tanh_`);
+   A_t and the step's element-wise math, in place in A's buffer;
 3. each backward step is the product dP_{t+1} W_hh and the element-wise factors of that step,
    computed while its gates are in cache;
 4. the weight gradients of all steps are ONE matrix product each, after the backward loop:
        dW_hh = dG^T H_prev,  dW_ih = dG^T X,  db = sum of dG,  dX = dG W_ih
    with dG (T*B, G*H) the gradients of every step's gate pre-activations.
 
+The loops of 2 and 3 run compiled (`unrolled.native`, src/unrolled/csrc/steps.cpp: one pass over
+a step's gates) where the library builds, else as the Python loops below (`_forward_loop`,
+`_backward_loop`: the same arithmetic in tensor ops, tanh as 2 sigmoid(2x) - 1, see `tanh_`).
 Each kernel is a `torch.autograd.Function` with a hand-written backward; tests/test_kernels.py
-checks each against the readable path (float64, forward and every gradient) and with gradcheck.
-docs/performance.md has the measurements behind every choice here.
+checks each, both ways, against the readable path (float64, forward and every gradient) and
+with gradcheck. docs/performance.md has the measurements behind every choice here.
 """
 from __future__ import annotations
 
