@@ -7,7 +7,7 @@
 // a pass over memory plus an interpreter round trip; here it is one pass over the step's gates,
 // with sigmoid and tanh from an exponential the compiler vectorises.
 //
-// Shapes are time-major and contiguous: a (T, B, G*H), states (B, H), gate order as torch.nn
+// Shapes are time-major and contiguous (dy: rows of any stride): a (T, B, G*H), states (B, H), gate order as torch.nn
 // (RNN: 1, LSTM: i f g o, GRU: r z n). Every function is checked against the readable Python
 // loop in float64 and float32 (tests/test_kernels.py). float64 uses the C library's exp and tanh;
 // float32 uses `fexp` below, within 2e-7 relative of exp (a few float32 roundings).
@@ -203,8 +203,8 @@ at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_h
   return a;
 }
 
-// dP = dy: dP_t = (dy_t + dP_{t+1} W_hh) * tanh'(.), in place on a copy of dy.
-// packed_t: W_hh^T prepacked (the backward's product is dP_{t+1} W_hh). Into dP (T, B, H).
+// dP_t = (dy_t + dP_{t+1} W_hh) * tanh'(.), into dP (T, B, H).
+// packed_t: W_hh^T prepacked (the backward's product is dP_{t+1} W_hh).
 // db, when given: the bias gradient sum dP (H), written.
 void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, const at::Tensor& w_hh, bool relu,
                   const std::optional<at::Tensor>& packed_t, const std::optional<at::Tensor>& db) {
