@@ -115,22 +115,6 @@ struct BiasSum {
   }
 };
 
-// other + x W^T, for the weight W (N, K) of one step's product. `packed` is W prepacked for
-// oneDNN (kernels.Product decides when: float32 and a large enough W, where oneDNN measured
-// faster than MKL); without it MKL's addmm writes into `out`. -> the result (B, N).
-at::Tensor product(const at::Tensor& x, const at::Tensor& other, const at::Tensor& w,
-                   const std::optional<at::Tensor>& packed, at::Tensor& out) {
-  if (given(packed)) {
-    static auto op = c10::Dispatcher::singleton()
-        .findSchemaOrThrow("mkldnn::_linear_pointwise", "binary")
-        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const std::optional<at::Tensor>&, c10::string_view)>();
-    return op.call(x, other, *packed, std::nullopt, "add");
-  }
-  if (out.is_same(other)) return out.addmm_(x, w.t());
-  return at::addmm_out(out, other, x, w.t());
-}
-
 // x W^T (+ bias) with oneDNN's packed W.
 at::Tensor onednn_product(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias) {
   static auto op = c10::Dispatcher::singleton()
@@ -151,9 +135,21 @@ std::pair<at::Tensor, bool> forward_product(const at::Tensor& x, at::Tensor& a_t
   return {a_t.addmm_(x, w.t()), true};
 }
 
-// The backward's dh = dy_t + dP_{t+1} W_hh (B, H), W_hh^T given as w_t: with oneDNN, its plain
-// product and dy_t added after (faster than the product that adds); with MKL, dy_t copied into
-// `out` and the product added in place.
+// A backward step's product, out += x W (B, H) with W^T given as w_t: oneDNN's plain product
+// added after (faster than its product that adds; `packed_t` is W^T prepacked, kernels.Product
+// decides when), or MKL's addmm in place.
+template <typename scalar_t>
+void add_product(at::Tensor& out, const at::Tensor& x, const at::Tensor& w_t,
+                 const std::optional<at::Tensor>& packed_t) {
+  if (given(packed_t)) {
+    add_rows<scalar_t>(out, onednn_product(x, *packed_t, std::nullopt));
+  } else {
+    out.addmm_(x, w_t.t());
+  }
+}
+
+// The backward's dh = dy_t + dP_{t+1} W_hh (B, H): with oneDNN, dy_t added onto its product
+// (one pass); with MKL, dy_t copied into `out` and the product added in place.
 template <typename scalar_t>
 at::Tensor backward_product(const at::Tensor& dP_next, const at::Tensor& dy_t, const at::Tensor& w_t,
                             const std::optional<at::Tensor>& packed_t, at::Tensor& out) {
@@ -163,7 +159,8 @@ at::Tensor backward_product(const at::Tensor& dP_next, const at::Tensor& dy_t, c
     return q;
   }
   copy_rows(out, dy_t);
-  return out.addmm_(dP_next, w_t.t());
+  add_product<scalar_t>(out, dP_next, w_t, packed_t);
+  return out;
 }
 
 // ---- vanilla RNN -----------------------------------------------------------------------------
@@ -405,7 +402,6 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
   check_rows(dy, "dy"), check(hs, "hs"), check(rec, "rec"), check(gates, "gates"), check(dA, "dA"), check(dR, "dR");
   check(dh, "dh");
   const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
-  at::Tensor acc = at::empty({B, H}, dy.options());
   const at::Tensor w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "gru_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -414,10 +410,9 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
       const scalar_t* hp = hs.data_ptr<scalar_t>() + t * B * H;
       const scalar_t* dyp = t > 0 ? dy.data_ptr<scalar_t>() + (t - 1) * dy.stride(0) : nullptr;
       const int64_t dy_row = dy.stride(1);
-      const scalar_t* dhp = dh.data_ptr<scalar_t>();
+      scalar_t* dhp = dh.data_ptr<scalar_t>();  // dh_t, then dy_{t-1} + z dh_t, in place
       scalar_t* dr = dR.data_ptr<scalar_t>() + t * B * 3 * H;
       scalar_t* da = dA.data_ptr<scalar_t>() + t * B * 3 * H;
-      scalar_t* ac = acc.data_ptr<scalar_t>();
       for (int64_t b = 0; b < B; ++b) {
         const int64_t q = b * 3 * H, s = b * H;
         VECTOR_LOOP
@@ -428,15 +423,12 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
           const scalar_t dz_ = d * (hp[s + j] - n) * z * (scalar_t(1) - z);
           dr[q + j] = dr_, dr[q + H + j] = dz_, dr[q + 2 * H + j] = d * k * r;
           da[q + j] = dr_, da[q + H + j] = dz_, da[q + 2 * H + j] = d * k;
-          if (dyp) ac[s + j] = dyp[b * dy_row + j] + z * d;
+          if (dyp) dhp[s + j] = dyp[b * dy_row + j] + z * d;
         }
       }
       if (given(db_ih)) bias_ih.add(da, B);
       if (given(db_hh)) bias_hh.add(dr, B);
-      if (t > 0) {
-        const at::Tensor next = product(dR.select(0, t), acc, w_t, packed_t, dh);
-        if (!next.is_same(dh)) dh.copy_(next);
-      }
+      if (t > 0) add_product<scalar_t>(dh, dR.select(0, t), w_t, packed_t);  // dh_{t-1}
     }
   });
   bias_ih.finish(db_ih), bias_hh.finish(db_hh);
