@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 
 import torch
 
 import unrolled
-from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, snippets, split
+from corpora import NAMES, CharVocab, add_corpus_arguments, add_fit_arguments, fit, run, snippets, start, train_test
 
 
 def held_out(texts: dict[str, str], vocab: CharVocab, per_corpus: int, length: int):
@@ -42,21 +41,12 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--pool", choices=["last", "mean", "max"], default="max",
                     help="answer from the last state, or the mean or max over all steps")
-    ap.add_argument("--steps", type=int, default=800)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--test", type=int, default=1000, help="held-out snippets per corpus")
-    ap.add_argument("--max-minutes", type=float, default=10.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    add_fit_arguments(ap, steps=800, batch=64, max_minutes=10.0)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = start(args)
 
-    corpora = {name: split(text) for name, text in load_corpora(args).items()}
-    train = {name: parts[0] for name, parts in corpora.items()}
-    test = {name: parts[2] for name, parts in corpora.items()}
+    train, test = train_test(args)
     vocab = CharVocab(train.values())
     model = unrolled.ManyToOne(len(vocab), len(NAMES), args.hidden, args.cell, encoding="embedding",
                                embedding_dim=32, head="classify", max_length=args.length, pool=args.pool)

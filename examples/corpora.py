@@ -111,6 +111,29 @@ def snippets(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: 
     return torch.stack(rows), torch.tensor(labels)
 
 
+def train_test(args) -> tuple[dict[str, str], dict[str, str]]:
+    """Every corpus of `load_corpora`, split by position -> (train texts, test texts) by name."""
+    corpora = {name: split(text) for name, text in load_corpora(args).items()}
+    return {name: parts[0] for name, parts in corpora.items()}, {name: parts[2] for name, parts in corpora.items()}
+
+
+def add_fit_arguments(ap, steps: int, batch: int, max_minutes: float) -> None:
+    """The flags `fit` and `start` read, with an example's own budget as defaults."""
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--max-minutes", type=float, default=max_minutes)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def start(args) -> random.Random:
+    """Fix a run's threads and seeds -> the Python generator for its sampling."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    return random.Random(args.seed)
+
+
 def fit(model, next_batch, args, progress=lambda loss: f"loss {loss:.4f}") -> tuple[int, float]:
     """The examples' training loop: Adam with a one-cycle schedule (peak `args.lr`), gradient norm
     clipped at 1, for `args.steps` updates or `args.max_minutes`, whichever ends first.

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 
 import torch
 
 import unrolled
-from corpora import NAMES, CharVocab, add_corpus_arguments, fit, load_corpora, run, snippets, split
+from corpora import NAMES, CharVocab, add_corpus_arguments, add_fit_arguments, fit, run, snippets, start, train_test
 
 
 def bits_per_char(model, text: str, vocab: CharVocab, label: int, length: int, count: int) -> float:
@@ -37,28 +36,19 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=int, default=100, help="characters per training piece")
     ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="gru")
     ap.add_argument("--hidden", type=int, default=192)
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--test-pieces", type=int, default=100, help="held-out pieces per corpus")
     ap.add_argument("--sample-chars", type=int, default=300)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--sample-label", action="append", default=None,
                     help=f"label to sample from (repeatable; default all of {', '.join(NAMES)})")
-    ap.add_argument("--max-minutes", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    add_fit_arguments(ap, steps=1000, batch=32, max_minutes=5.0)
     args = ap.parse_args(argv)
     for name in args.sample_label or []:
         if name not in NAMES:
             raise unrolled.UserError(f"unknown label {name!r} for --sample-label; choose one of {', '.join(NAMES)}")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = start(args)
 
-    corpora = {name: split(text) for name, text in load_corpora(args).items()}
-    train = {name: parts[0] for name, parts in corpora.items()}
-    test = {name: parts[2] for name, parts in corpora.items()}
+    train, test = train_test(args)
     vocab = CharVocab(train.values())
     model = unrolled.OneToMany(len(NAMES), len(vocab), args.hidden, args.cell, input="class",
                                embedding_dim=32, input_dim=16, max_length=max(args.length, args.sample_chars))

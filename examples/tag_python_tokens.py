@@ -16,13 +16,12 @@ import argparse
 import io
 import json
 import keyword
-import random
 import tokenize
 
 import torch
 
 import unrolled
-from corpora import CharVocab, fit, python_files, run
+from corpora import CharVocab, add_fit_arguments, fit, python_files, run, start
 
 CLASSES = ("whitespace", "name", "keyword", "string", "comment", "number", "operator")
 KIND = {tokenize.NAME: "name", tokenize.STRING: "string", tokenize.COMMENT: "comment",
@@ -97,16 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--layers", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--max-minutes", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    add_fit_arguments(ap, steps=1500, batch=32, max_minutes=5.0)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = start(args)
 
     train_text, train_tags = tagged_files(args.stdlib, args.train_chars, "train")
     test_text, test_tags = tagged_files(args.stdlib, args.test_chars, "test")
