@@ -9,9 +9,10 @@ one sentence on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from unrolled import __version__
+from unrolled import __version__, threads
 from unrolled.errors import UserError
 
 
@@ -43,6 +44,9 @@ def add_serve(sub) -> None:
                     "(this computer only) by default because it has no login and anyone who can reach it "
                     "can make this machine run the model; pass --host 0.0.0.0 only on a network you trust.")
     p.add_argument("checkpoint", help="a run directory or a checkpoint directory (as written by unrolled train)")
+    p.add_argument("file", nargs="?", default=None, metavar="TEXT",
+                   help="a text file to explore, or a directory whose files the page can switch between (the same "
+                        "as --text)")
     p.add_argument("--text", help="a text file to explore, or a directory whose files the page can switch between "
                                   "(default: a sample of the model itself)")
     p.add_argument("--host", default="127.0.0.1",
@@ -58,7 +62,9 @@ def add_serve(sub) -> None:
         except ImportError as e:
             raise UserError(f"the viewer needs the web extra ({e.name} is missing); "
                             "run: pip install 'unrolled[web]'") from None
-        serve(args.checkpoint, text=args.text, host=args.host, port=args.port, open_browser=args.open,
+        if args.file is not None and args.text is not None and args.file != args.text:
+            raise UserError(f"give the text once, as TEXT or as --text, not both ({args.file!r} and {args.text!r})")
+        serve(args.checkpoint, text=args.text or args.file, host=args.host, port=args.port, open_browser=args.open,
               max_chars=args.max_chars)
 
     p.set_defaults(func=run)
@@ -115,6 +121,9 @@ def add_train(sub) -> None:
                    help="text files, directories or globs (default: the Python standard library's sources)")
     p.add_argument("--config", metavar="FILE", help="a TOML file setting any of the flags below (by field name)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every setting at the start (default: only those that differ from the defaults)")
+    threads.add_flag(p)
     choices = {"cell": C.CELLS, "optimizer": C.OPTIMIZERS, "schedule": C.SCHEDULES, "clip": C.CLIPS,
                "bptt": C.BPTT, "unknown": C.UNKNOWN, "nonfinite": C.NONFINITE}
     helps = C.field_help()
@@ -148,7 +157,8 @@ def add_train(sub) -> None:
             settings["paths"] = args.paths
         if args.quiet:
             settings["progress"] = False
-        result = train(**settings)
+        threads.use(args.threads)
+        result = train(**settings, verbose=args.verbose)
         return 130 if result.stopped == "interrupted" else 0
 
     p.set_defaults(func=run)
@@ -176,7 +186,11 @@ def add_sample(sub) -> None:
     p.add_argument("--prime-file", default=None, metavar="FILE", help="read the prime text from a file")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and printed on stderr)")
     p.add_argument("--num-samples", type=int, default=1, help="samples drawn in parallel as one batch (default 1)")
+    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+                   help="characters of the prime the model never saw: error (default), skip them, or replace them "
+                        "with a space")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
+    threads.add_flag(p)
 
     def run(args):
         import random
@@ -191,10 +205,15 @@ def add_sample(sub) -> None:
             raise UserError("give --prime or --prime-file, not both")
         seed = args.seed
         check_options(args.length, args.temperature, args.top_k, args.top_p, args.num_samples, seed)
+        threads.use(args.threads)
         model = load(args.checkpoint, device=pick_device(args.device))
         prime = args.prime or ""
         if args.prime_file is not None:
-            prime = read_file(Path(args.prime_file), byte_level=model.vocab.byte_level)
+            prime = read_file(Path(args.prime_file), byte_level=model.vocab.byte_level,
+                              suggest_byte_level=False)
+        # the prime in the model's symbols, checked before anything is printed
+        prime = model.vocab.decode(model.vocab.encode(prime, unknown=args.unknown,
+                                                      what="--prime-file" if args.prime_file else "--prime"))
         if seed is None and not args.argmax:
             seed = random.SystemRandom().randrange(2**31)
             print(f"seed: {seed}", file=sys.stderr)
@@ -223,6 +242,7 @@ def add_eval(sub) -> None:
     p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
                    help="characters the model never saw: error (default), skip them, or replace them")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
+    threads.add_flag(p)
 
     def run(args):
         import json
@@ -235,10 +255,11 @@ def add_eval(sub) -> None:
         for flag, value in (("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
             if value <= 0:
                 raise UserError(f"{flag} must be a positive integer, got {value}")
+        threads.use(args.threads)
         model = load(args.checkpoint, device=pick_device(args.device))
         rows = []
         for f in resolve_paths(args.files):
-            text = read_file(f, byte_level=model.vocab.byte_level)
+            text = read_file(f, byte_level=model.vocab.byte_level, suggest_byte_level=False)
             if len(text) == 0:
                 raise UserError(f"{f} is empty; give a file with some text in it")
             r = evaluate(model, text, batch_size=args.batch_size, seq_len=args.seq_len, unknown=args.unknown,
@@ -319,9 +340,10 @@ def add_demo(sub) -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<date-time>)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's, lowered to the idle cores when the machine is busy)")
+    threads.add_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every training setting at the start (default: only those that differ from the defaults)")
 
     def run(args):
         from datetime import datetime
@@ -330,10 +352,9 @@ def add_demo(sub) -> None:
 
         if not (args.minutes > 0 and args.minutes < float("inf")):
             raise UserError(f"--minutes must be a positive number, got {args.minutes}")
-        if args.threads is not None and args.threads <= 0:
-            raise UserError(f"--threads must be a positive integer, got {args.threads}")
+        threads.use(args.threads)
         demo(minutes=args.minutes, out=args.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}",
-             paths=args.paths, seed=args.seed, progress=not args.quiet, threads=args.threads)
+             paths=args.paths, seed=args.seed, progress=not args.quiet, verbose=args.verbose)
         return 0
 
     p.set_defaults(func=run)
@@ -343,8 +364,9 @@ def _understand_common(p) -> None:
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"],
                    help="use this part of the file, split 80/10/10 by position as training does (default: all)")
     p.add_argument("--max-chars", type=int, default=None, metavar="N", help="use at most the first N characters")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="torch threads (default 1: on a shared machine more threads than free cores only spin)")
+    threads.add_flag(p)
+    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+                   help="characters the model never saw: error (default), skip them, or replace them with a space")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -377,7 +399,7 @@ def add_cells(sub) -> None:
         return cells(args.checkpoint, args.file, features=args.features, top=args.top, out=args.out,
                      png_dir=args.png_dir, language=args.language, states=args.states, sample=args.sample,
                      excerpt=args.excerpt, split=args.split, max_chars=args.max_chars, save=args.save,
-                     threads=args.threads, as_json=args.json)
+                     threads=threads.use(args.threads), as_json=args.json, unknown=args.unknown)
 
     p.set_defaults(func=run)
 
@@ -396,7 +418,7 @@ def add_saturation(sub) -> None:
     def run(args):
         from unrolled.understand.commands import saturation
         return saturation(args.checkpoint, args.file, png=args.png, split=args.split, max_chars=args.max_chars,
-                          threads=args.threads, as_json=args.json)
+                          threads=threads.use(args.threads), as_json=args.json, unknown=args.unknown)
 
     p.set_defaults(func=run)
 
@@ -413,13 +435,17 @@ def add_ngram(sub) -> None:
     p.add_argument("--language", default="auto", choices=["auto", "c", "python", "prose"],
                    help="for the error analysis: how to find comments and strings (default: guessed)")
     p.add_argument("--max-chars", type=int, default=None, metavar="N", help="use at most N characters of each split")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads for the model (default 1)")
+    threads.add_flag(p)
+    p.add_argument("--unknown", choices=("error", "replace"), default="error",
+                   help="with --model: characters the model never saw: error (default), or replace them with a "
+                        "space (skipping them would shift the model against the n-grams)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def run(args):
         from unrolled.understand.commands import ngram
         return ngram(args.file, orders=args.orders, checkpoint=args.model, max_chars=args.max_chars,
-                     language=args.language, threads=args.threads, as_json=args.json)
+                     language=args.language, threads=threads.use(args.threads), as_json=args.json,
+                     unknown=args.unknown)
 
     p.set_defaults(func=run)
 
@@ -445,7 +471,8 @@ def add_match(sub) -> None:
         from unrolled.understand.commands import select_match
         return select_match(args.checkpoint, args.file, args.span, threshold=args.threshold, states=args.states,
                             pad=args.pad, min_on=args.min_on, top=args.top, split=args.split,
-                            max_chars=args.max_chars, threads=args.threads, as_json=args.json)
+                            max_chars=args.max_chars, threads=threads.use(args.threads), as_json=args.json,
+                            unknown=args.unknown)
 
     p.set_defaults(func=run)
 
@@ -475,6 +502,17 @@ def _one_line(message: str) -> str:
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail again on
+    the closed pipe (and print a message about it)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file (a test's capture): nothing to silence
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -486,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"unrolled: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `unrolled ... | head` closed the pipe: the reader has what it wanted
+        _silence_stdout()
+        return 141  # as a shell reports a command ended by SIGPIPE
     except OSError as e:  # the disk is full, a folder is not writable...: say which file and why
         where = f" {e.filename}" if e.filename else ""
         print(f"unrolled: error: {_one_line(f'cannot write or read{where}: {e.strerror or e}')}", file=sys.stderr)

@@ -124,14 +124,23 @@ class Config:
         check(self)
         return self
 
-    def describe(self) -> str:
-        """The resolved config as TOML-like lines, for printing at the start of a run."""
-        lines = []
-        for part in ("data", "model", "train"):
-            lines.append(f"[{part}]")
-            for key, value in asdict(getattr(self, part)).items():
-                lines.append(f"  {key} = {value!r}")
-        return "\n".join(lines)
+    def describe(self, everything: bool = False) -> str:
+        """The settings, for printing at the start of a run: one line naming those that differ
+        from the defaults, or with `everything` every setting as TOML-like lines."""
+        defaults = Config()
+        shown = lambda key, value: ("the default corpus (the Python standard library)"  # noqa: E731
+                                    if key == "paths" and not value else repr(value))
+        if everything:
+            lines = []
+            for part in ("data", "model", "train"):
+                lines.append(f"[{part}]")
+                lines += [f"  {key} = {shown(key, value)}" for key, value in asdict(getattr(self, part)).items()]
+            return "\n".join(lines)
+        changed = [f"{key} = {shown(key, value)}" for part in ("data", "model", "train")
+                   for key, value in asdict(getattr(self, part)).items()
+                   if key not in ("progress", "resume") and value != getattr(getattr(defaults, part), key)]
+        corpus = [shown("paths", self.data.paths)] if not self.data.paths else []
+        return "settings: " + ", ".join(corpus + changed) + "; everything else at its default (--verbose lists all)"
 
 
 PARTS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -7,40 +7,24 @@ where the run directory, checkpoints and loss curve are.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
-def idle_cores() -> int:
-    """Cores not busy with other work right now (at least 1): the CPU count minus the load average.
-
-    The CPU kernels' worker threads spin while they wait for each other, so on a busy machine
-    more threads than idle cores make every step several times slower, not faster.
-    """
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not on every platform
-        return os.cpu_count() or 1
-    return max(1, min(os.cpu_count() or 1, round((os.cpu_count() or 1) - busy + 1)))
-
-
 def demo(minutes: float = 3.0, out: str | None = None, paths: list[str] | None = None,
-         seed: int = 1337, progress: bool = True, threads: int | None = None) -> dict:
-    """`threads` None: torch's thread count, lowered to the idle cores of a busy machine."""
-    import torch
-
+         seed: int = 1337, progress: bool = True, verbose: bool = False) -> dict:
+    """Train, sample, plot; -> the run directory, its metrics, the samples and the plot's path.
+    Runs on torch's current thread count (the CLI sets it from --threads or the idle cores)."""
     from unrolled.checkpoint import load
     from unrolled.plot import plot
     from unrolled.sample import sample
     from unrolled.train import train
 
-    torch.set_num_threads(threads or min(torch.get_num_threads(), idle_cores()))
     # Small enough to learn visible structure in minutes on two CPU cores.
     result = train(paths=list(paths or []), out=out, cell="lstm", hidden_size=128, num_layers=2,
                    embedding_size=32, batch_size=32, seq_len=100,
                    val_fraction=0.05, test_fraction=0.05,
                    max_minutes=minutes, eval_every=200, eval_max_chars=100_000, seed=seed,
-                   progress=progress)
+                   progress=progress, verbose=verbose)
     model = load(result.run_dir)
     samples = {}
     for temperature in (0.5, 1.0):
@@ -50,7 +34,6 @@ def demo(minutes: float = 3.0, out: str | None = None, paths: list[str] | None =
     png = plot(result.run_dir)
     run = Path(result.run_dir)
     print(f"test bits per character: {result.metrics.get('test_bpc', float('nan')):.3f}")
-    print(f"run directory:   {run}")
     print(f"checkpoints:     {run / 'best'} (best by validation), {run / 'last'}")
     print(f"metrics:         {run / 'metrics.jsonl'}")
     print(f"loss curve:      {png}")

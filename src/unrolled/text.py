@@ -90,10 +90,12 @@ class Vocabulary:
         return list(seen)
 
     def encode(self, text: str | bytes, unknown: str = "error", replacement: str | None = None,
-               what: str = "the text") -> list[int]:
+               what: str = "the text", hint: str = "remove them, or pass --unknown skip or --unknown replace"
+               ) -> list[int]:
         """Symbols -> indices. `unknown` says what to do with a symbol outside the vocabulary:
-        "error" (raise a UserError naming them), "skip" (drop it) or "replace" (use
-        `replacement`, which must be in the vocabulary; default " " or the first symbol)."""
+        "error" (raise a UserError naming them and ending with `hint`, what the caller's user can
+        do), "skip" (drop it) or "replace" (use `replacement`, which must be in the vocabulary;
+        default " " or the first symbol)."""
         if unknown not in UNKNOWN_POLICIES:
             raise ValueError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}")
         units = self._units(text)
@@ -105,8 +107,7 @@ class Vocabulary:
         missing = self.unknown(text)
         if unknown == "error":
             raise UserError(f"{what} contains {len(missing)} symbol(s) the model never saw "
-                            f"({describe_symbols(missing, self.byte_level)}); remove them, or pass "
-                            "--unknown skip or --unknown replace")
+                            f"({describe_symbols(missing, self.byte_level)}); {hint}")
         if unknown == "skip":
             return [index[u] for u in units if u in index]
         fill = self.replacement_index(replacement)
@@ -194,7 +195,12 @@ def resolve_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def read_file(path: Path, byte_level: bool = False) -> str | bytes:
+def read_file(path: Path, byte_level: bool = False, suggest_byte_level: bool = True) -> str | bytes:
+    """A file's text (bytes when `byte_level`), or one sentence saying what is wrong with it.
+
+    `suggest_byte_level`: a command that trains may suggest --byte-level for a file that is not
+    UTF-8 text; one that reads text for a model already trained cannot (its vocabulary is fixed).
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -204,12 +210,15 @@ def read_file(path: Path, byte_level: bool = False) -> str | bytes:
     if byte_level:
         return data
     if b"\x00" in data:
-        raise UserError(f"{path} looks binary (it contains NUL bytes); train on text, or pass --byte-level")
+        raise UserError(f"{path} looks binary (it contains NUL bytes); "
+                        + ("train on text, or pass --byte-level" if suggest_byte_level
+                           else "give a UTF-8 text file"))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8, "
-                        "or pass --byte-level to model its bytes") from None
+        raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8"
+                        + (", or pass --byte-level to model its bytes" if suggest_byte_level
+                           else " first")) from None
 
 
 def read_corpus(paths: Sequence[str | os.PathLike] | None = None, byte_level: bool = False) -> str | bytes:

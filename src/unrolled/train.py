@@ -255,12 +255,19 @@ def check_fits_in_memory(vocab_size: int, m) -> None:
 
 
 # --- the run -------------------------------------------------------------------------------------
+class SkipScoring(Exception):
+    """Raised inside a validation or test pass by a Ctrl-C that asks to skip it."""
+
+
 class _Interrupt:
-    """Ctrl-C asks the loop to stop at the next window edge (so the checkpoint is whole);
-    a second Ctrl-C stops at once."""
+    """Ctrl-C during a run: the first asks the loop to stop at the next window edge (so the
+    checkpoint is whole), says so at once, and the run saves `last` before it scores anything;
+    a second one skips the scoring (the pass under way ends at once), never the save."""
 
     def __init__(self):
-        self.requested = False
+        self.requested = False  # stop at the next window edge
+        self.skip_scoring = False  # no more validation or test passes
+        self._in_scoring = False
         self._old = None
 
     def __enter__(self):
@@ -269,9 +276,29 @@ class _Interrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self._in_scoring:
+            self.skip_scoring = True
+            print("\nunrolled: skipping the scoring (the checkpoint is saved)", file=sys.stderr, flush=True)
+            raise SkipScoring
+        if not self.requested:
+            self.requested = True
+            print("\nunrolled: stopping at the end of this window: saving the last checkpoint, then scoring "
+                  "validation; Ctrl-C again to skip the scoring", file=sys.stderr, flush=True)
+        elif not self.skip_scoring:
+            self.skip_scoring = True
+            print("\nunrolled: the scoring will be skipped; the checkpoint is still saved", file=sys.stderr, flush=True)
+
+    def score(self, scoring: Callable[[], float | None]) -> float | None:
+        """`scoring()`, or None when Ctrl-C skipped it (before or while it ran)."""
+        if self.skip_scoring:
+            return None
+        self._in_scoring = True
+        try:
+            return scoring()
+        except SkipScoring:
+            return None
+        finally:
+            self._in_scoring = False
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -306,7 +333,7 @@ def _resolve_config(config: Config | None, overrides: dict) -> tuple[Config, ckp
 
 
 def train(config: Config | None = None, callback: Callable[[dict], bool | None] | None = None,
-          **overrides) -> RunResult:
+          verbose: bool = False, **overrides) -> RunResult:
     """Train a character language model; return a `RunResult`.
 
     `config` is a `Config` (defaults if None); keyword overrides set any field by name, e.g.
@@ -314,6 +341,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
     where it stopped (its saved config, with new limits if given); `init_from="CKPT"` starts a new
     run from a checkpoint's weights and vocabulary. `callback(info)` is called after every update
     with a dict (step, loss, ...); returning True stops the run there, as Ctrl-C does.
+    `verbose` prints every setting at the start (otherwise only those that differ from the defaults).
     """
     cfg, saved = _resolve_config(config, overrides)
     t = cfg.train
@@ -400,7 +428,7 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         say(f"DistributedDataParallel ({group.backend}): {group.world_size} processes x batch {t.batch_size} = "
             f"effective batch {group.world_size * t.batch_size} streams; lr {t.lr:g} (not scaled: each update "
             "is the mean over all streams)")
-    say(cfg.describe())
+    say(cfg.describe(everything=verbose))
 
     metrics_file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if group.is_main else None
 
@@ -443,8 +471,10 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         ckpt_io.save(run_dir / name, state, model.state_dict(), opt_tensors, tensors)
 
     def evaluate_and_save(final: bool) -> dict:
-        """Validation, plateau and early-stopping bookkeeping, then best/ and last/."""
-        val = validate(None if final else t.eval_max_chars)
+        """Validation (unless Ctrl-C skips it), plateau and early-stopping bookkeeping, then best/ and last/."""
+        if final:
+            say(f"scoring the validation split ({len(data.val):,} characters)...")
+        val = interrupt.score(lambda: validate(None if final else t.eval_max_chars))
         row = {"step": st["step"], "epoch": st["epoch"], "split": "val", "time_s": st["elapsed_s"]}
         improved = False
         if val is not None:
@@ -489,7 +519,8 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         window_loss = nn.parallel.DistributedDataParallel(
             window_loss, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
-    with _Interrupt() as interrupt:
+    interrupt = _Interrupt()
+    with interrupt:
         while True:
             # 6) stop conditions, checked only at a window edge so the saved state is whole
             st["elapsed_s"] = time.perf_counter() - t_start
@@ -576,25 +607,32 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
             if callback is not None and callback({"step": st["step"], "loss": loss_value, "lr": lr,
                                                   "epoch": st["epoch"], "window": st["window"]}):
                 interrupt.requested = True
-    if bar is not None:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
-    # 7) the end: validate and save (unless this very step was just saved), then test the best
-    st["elapsed_s"] = time.perf_counter() - t_start
-    if last_eval_step != st["step"]:
-        metrics = evaluate_and_save(final=stopped != "interrupted")
-    else:
-        metrics = {"val_bpc": st["best_val_bpc"], "best_val_bpc": st["best_val_bpc"], "train_bpc": recent_bpc()}
-    result = {"train_bpc": recent_bpc(), "val_bpc": metrics.get("val_bpc"), "best_val_bpc": st["best_val_bpc"],
-              "steps": st["step"], "minutes": st["elapsed_s"] / 60, "stopped": stopped}
-    if stopped != "interrupted" and len(data.test) >= 2 and group.is_main:
-        best = run_dir / ("best" if (run_dir / "best").exists() else "last")
-        tested = ckpt_io.load(best, device=device)
-        result.update({f"test_{k}": v for k, v in
-                       summarize(*evaluate_tokens(tested, data.test, val_batch, max(t.seq_len, 256))).items()})
-        result["test_bpc"] = result.pop("test_bits_per_char")
-        log({"step": st["step"], "epoch": st["epoch"], "split": "test", "loss": result["test_nats_per_char"],
-             "bpc": result["test_bpc"], "checkpoint": best.name, "time_s": st["elapsed_s"]})
+        # 7) the end: validate and save (unless this very step was just saved), then test the best.
+        # A Ctrl-C run saves `last` first: a second Ctrl-C may skip the scoring, never the save.
+        st["elapsed_s"] = time.perf_counter() - t_start
+        if last_eval_step != st["step"]:
+            if stopped == "interrupted":
+                save("last", {"val_bpc": None, "best_val_bpc": st["best_val_bpc"], "train_bpc": recent_bpc()})
+                say(f"saved {run_dir / 'last'}; scoring {len(data.val):,} validation characters "
+                    "(Ctrl-C to skip)...")
+            metrics = evaluate_and_save(final=stopped != "interrupted")
+        else:
+            metrics = {"val_bpc": st["best_val_bpc"], "best_val_bpc": st["best_val_bpc"], "train_bpc": recent_bpc()}
+        result = {"train_bpc": recent_bpc(), "val_bpc": metrics.get("val_bpc"), "best_val_bpc": st["best_val_bpc"],
+                  "steps": st["step"], "minutes": st["elapsed_s"] / 60, "stopped": stopped}
+        if stopped != "interrupted" and len(data.test) >= 2 and group.is_main and not interrupt.skip_scoring:
+            best = run_dir / ("best" if (run_dir / "best").exists() else "last")
+            say(f"scoring {best.name}/ on the test split ({len(data.test):,} characters)...")
+            tested = ckpt_io.load(best, device=device)
+            scored = interrupt.score(lambda: evaluate_tokens(tested, data.test, val_batch, max(t.seq_len, 256)))
+            if scored is not None:
+                result.update({f"test_{k}": v for k, v in summarize(*scored).items()})
+                result["test_bpc"] = result.pop("test_bits_per_char")
+                log({"step": st["step"], "epoch": st["epoch"], "split": "test", "loss": result["test_nats_per_char"],
+                     "bpc": result["test_bpc"], "checkpoint": best.name, "time_s": st["elapsed_s"]})
     if metrics_file is not None:
         metrics_file.close()
     del window_loss  # DDP's reducer holds the process group: free it before the group goes

@@ -42,7 +42,7 @@ def read_text(path, split: str = "all", max_chars: int | None = None) -> str:
     from unrolled.text import read_file, split_bounds
     if split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    text = read_file(Path(path))
+    text = read_file(Path(path), suggest_byte_level=False)
     if split != "all":
         a, b = split_bounds(len(text))
         text = {"train": text[:a], "val": text[a:b], "test": text[b:]}[split]
@@ -61,9 +61,19 @@ def load_model(path):
     return load(path)
 
 
+def fit_to_vocabulary(model, text: str, unknown: str = "error", name: str = "the text",
+                      hint: str = "remove them, or pass --unknown skip or --unknown replace") -> str:
+    """`text` in the model's characters: with `unknown` "error" a UserError names the characters
+    the model never saw (and ends with `hint`); "skip" drops them; "replace" puts a space there."""
+    vocab = model.vocab
+    if getattr(vocab, "byte_level", False) or not vocab.unknown(text):
+        return text
+    return vocab.decode(vocab.encode(text, unknown=unknown, what=name, hint=hint))
+
+
 def cells(checkpoint, file, features=None, top: int = 5, out="cells.html", png_dir=None, language="auto",
           states=None, sample=200_000, excerpt=2000, split="all", max_chars=None, save=None, threads=1,
-          as_json=False) -> int:
+          as_json=False, unknown="error") -> int:
     from unrolled.understand.report import cells as run, table_lines
     if top < 1:
         raise UserError(f"--top must be a positive integer, got {top}")
@@ -75,7 +85,7 @@ def cells(checkpoint, file, features=None, top: int = 5, out="cells.html", png_d
         raise UserError(f"--out {out}: the folder {Path(out).parent} does not exist; create it first")
     with torch_threads(threads):
         model = load_model(checkpoint)
-        text = read_text(file, split, max_chars)
+        text = fit_to_vocabulary(model, read_text(file, split, max_chars), unknown, str(file))
         result = run(model, text, features=features, language=language, top=top,
                      states=tuple(states.split(",")) if states else None, sample=sample, excerpt=excerpt,
                      html=out, png_dir=png_dir, save_to=save, name=str(file))
@@ -97,13 +107,13 @@ def cells(checkpoint, file, features=None, top: int = 5, out="cells.html", png_d
 
 
 def saturation(checkpoint, file, png="saturation.png", split="all", max_chars=None, threads=1,
-               as_json=False, sample=200_000) -> int:
+               as_json=False, sample=200_000, unknown="error") -> int:
     from unrolled.understand.record import SIGMOID_GATES, record
     from unrolled.understand.render import saturation_png
     from unrolled.understand.saturation import gate_saturation, summary
     with torch_threads(threads):
         model = load_model(checkpoint)
-        text = read_text(file, split, max_chars)
+        text = fit_to_vocabulary(model, read_text(file, split, max_chars), unknown, str(file))
         gates = SIGMOID_GATES.get(type(model.rnn).__name__.lower(), ())
         if not gates:
             raise UserError(f"{checkpoint} is a vanilla RNN: it has no gates to measure")
@@ -129,7 +139,7 @@ def saturation(checkpoint, file, png="saturation.png", split="all", max_chars=No
 
 
 def ngram(file, orders="1,2,3,5,10,20", checkpoint=None, vocab_from=None, max_chars=None, language="auto",
-          threads=1, as_json=False) -> int:
+          threads=1, as_json=False, unknown="error") -> int:
     """Kneser-Ney n-grams fitted on the train split of `file`, scored on its test split; with a
     checkpoint, the model on the same test split and the error analysis against the top order."""
     from unrolled.understand.features import guess_language
@@ -158,6 +168,11 @@ def ngram(file, orders="1,2,3,5,10,20", checkpoint=None, vocab_from=None, max_ch
         from unrolled.understand.record import record
         with torch_threads(threads):
             model = load_model(checkpoint)
+            if unknown == "skip":  # the model's characters would no longer line up with the n-grams'
+                raise UserError("ngram --model takes --unknown replace, not skip: skipping would shift the "
+                                "model's characters against the n-grams'")
+            test = fit_to_vocabulary(model, test, unknown, f"the test split of {file}",
+                                     hint="remove them, or pass --unknown replace")
             # Each parallel stream first reads the 256 characters before it, as a reader would have.
             rec = record(model, test, keys=("h",), positions=[], probs=False, warmup=256,
                          name=f"the test split of {file}")
@@ -187,7 +202,7 @@ def ngram(file, orders="1,2,3,5,10,20", checkpoint=None, vocab_from=None, max_ch
 
 def select_match(checkpoint, file, span: str, threshold: float = 0.3, states: str = "h", pad: int = 1,
                  min_on: int | None = None, top: int = 10, split="all", max_chars=None, threads=1,
-                 as_json=False) -> int:
+                 as_json=False, unknown="error") -> int:
     """The LSTMVis query on a text: the units on across the span START:END and off around it,
     then the other stretches where they fire together."""
     from unrolled.understand.record import record
@@ -199,7 +214,7 @@ def select_match(checkpoint, file, span: str, threshold: float = 0.3, states: st
         raise UserError(f"--span must be START:END in characters, like 120:140, got {span!r}") from None
     with torch_threads(threads):
         model = load_model(checkpoint)
-        text = read_text(file, split, max_chars)
+        text = fit_to_vocabulary(model, read_text(file, split, max_chars), unknown, str(file))
         if not 0 <= a < b <= len(text):
             raise UserError(f"--span {span} must lie within the text's 0:{len(text)} and be non-empty")
         rec = record(model, text, keys=tuple(states.split(",")), probs=False, warmup=256, name=str(file))
