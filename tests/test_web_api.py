@@ -155,7 +155,10 @@ def test_files_listed_and_loaded_by_name_only(client, texts_dir):
     files = [f["name"] for f in client.get("/api/files").json()["files"]]
     assert files == ["a.c", "sub/b.c"]
     r = client.post("/api/text", json={"file": "sub/b.c"}).json()
-    assert r["name"].startswith("sub/b.c (first ") and r["length"] <= 2_000  # a long file is cut, not refused
+    # A long file is cut, not refused; the name stays the file's and file_chars says it was cut
+    # (so the page's heading says the name and the size once each).
+    assert r["name"] == "sub/b.c" and r["length"] <= 2_000 and r["file_chars"] == 3_000
+    assert client.post("/api/text", json={"file": "a.c"}).json()["file_chars"] is None
     assert client.get(f"/api/text?id={r['id']}").json()["text"].endswith("\n")
 
 
@@ -330,10 +333,64 @@ def test_units_bad_input(client, tid, query, status, words):
     assert words in error_of(client.get(f"/api/units?text={tid}&{query}"), status)
 
 
+def test_ranked_units_carry_the_signed_score_of_the_cli(client, tid, explorer, run, tmp_path, capsys):
+    """The score the page shows is `unrolled cells`' (report.signed: the strength max(AUC, 1 - AUC)
+    or |r| with the direction's sign), not the raw AUC."""
+    from unrolled.understand import search
+    from unrolled.understand.report import signed
+
+    for feature, kind in (("in_comment", "h"), ("in_comment", "c"), ("bracket_depth", "h")):
+        r = client.get(f"/api/units?text={tid}&feature={feature}&kind={kind}&top=8").json()
+        # Exactly the CLI's function over the library's ranking of the same recorded values.
+        entry = explorer.entry(tid)
+        values, names = explorer.recording(entry, kind).units(keys=(kind,), layers=range(explorer.num_layers))
+        lib = search.rank_units(values, names, {feature: explorer.feature_values(entry, feature)}, top=8)[feature]
+        assert [(b["unit"], b["signed"]) for b in r["best"]] == [(u["unit"], signed(u)) for u in lib["best"]]
+        for b in r["best"]:
+            assert float(b["signed"]) == pytest.approx(b["signed_score"], abs=5e-4)
+            assert b["signed_score"] == pytest.approx(b["score"] if r["metric"] == "r" else
+                                                      b["sign"] * max(b["score"], 1 - b["score"]))
+            assert (b["signed_score"] < 0) == (b["score"] < (0.5 if r["metric"] == "auc" else 0.0))
+
+    # And what `unrolled cells` prints for the same text and feature: the same units with the same
+    # signed scores (the CLI records in float32, the viewer keeps float16: a few ties may differ).
+    f = tmp_path / "same.c"
+    f.write_text(TEXT, encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["cells", str(run), str(f), "--feature", "in_comment", "--states", "h", "--top", "5",
+                     "--out", str(tmp_path / "cells.html")]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("in_comment "))
+    words = line.replace(",", " ").split()[2:]  # unit score unit score ...
+    printed = dict(zip(words[0::2], words[1::2]))
+    assert len(printed) == 5
+    r = client.get(f"/api/units?text={tid}&feature=in_comment&kind=h&top=48").json()
+    shown = {b["unit"]: b["signed"] for b in r["best"]}
+    for unit, score in printed.items():
+        assert shown[unit][0] == score[0]  # the same sign
+        assert float(shown[unit]) == pytest.approx(float(score), abs=0.01)
+
+
 def test_feature_never_true_says_so(client):
     t = client.post("/api/text", json={"text": "int a;\nint b;\n"}).json()["id"]
     r = client.get(f"/api/units?text={t}&feature=in_comment").json()
     assert r["best"] == [] and "never true" in r["note"]
+
+
+@pytest.mark.parametrize("text,language,default", [
+    (TEXT, "c", "in_comment"),
+    # (only characters the tiny model knows: no "m", ".", ":")
+    ("def f(x)\n    return x + 1\n\n" * 5, "python", "in_comment"),
+    ('the dog sat on the rug and "it is big" said the cat\n' * 3, "prose", "in_quotes"),
+])
+def test_the_default_feature_fits_the_language(client, text, language, default):
+    from unrolled.understand.features import DEFAULTS
+    t = client.post("/api/text", json={"text": text}).json()
+    assert t["language"] == language and t["features"] == list(DEFAULTS[language])
+    assert t["default_feature"] == default == DEFAULTS[language][0]
+    again = client.get(f"/api/text?id={t['id']}").json()
+    assert again["default_feature"] == default and again["features"] == t["features"]
+    if language == "c":
+        assert "in_quotes" not in t["features"]  # a prose feature is never the default on code
 
 
 # --- select and match ----------------------------------------------------------------------------
@@ -386,6 +443,22 @@ def test_saturation_fractions(client, tid, trace):
         # measured in float32 (the oracle is float64): at most one value may sit on the line
         np.testing.assert_allclose(g["left"], (v < 0.1).mean(0), atol=1.01 / len(TEXT))
         np.testing.assert_allclose(g["right"], (v > 0.9).mean(0), atol=1.01 / len(TEXT))
+
+
+def test_saturation_axes_are_the_clis_and_the_papers(client, tid):
+    """Left-saturated on x, right-saturated on y, as `unrolled saturation --png` draws it
+    (render.saturation_png) and Karpathy, Johnson and Fei-Fei 2015 (Fig. 3)."""
+    import inspect
+
+    from unrolled.understand import render
+
+    axes = client.get(f"/api/saturation?text={tid}").json()["axes"]
+    assert axes["x"]["field"] == "left" and axes["y"]["field"] == "right"
+    png = inspect.getsource(render.saturation_png)
+    assert "ax.scatter(s[\"left\"], s[\"right\"]" in png  # the CLI: left on x
+    assert f'ax.set_xlabel("{axes["x"]["label"]}")' in png and f'ax.set_ylabel("{axes["y"]["label"]}")' in png
+    js = client.get("/static/viewer.js").text
+    assert "g[ax.field]" in js and "g[ay.field]" in js  # the page plots what the API names (checked in Chromium too)
 
 
 @pytest.mark.parametrize("cell,gate", [("gru", "z"), ("rnn", None)])

@@ -1,8 +1,10 @@
 """The viewer end to end: a real `unrolled serve` process and Debian's Chromium driven by Playwright.
 
-Open the page, pick a unit and see the characters coloured as its values say, rank units for a
-feature, drag over a span and get the units that fire on it and the places they fire again,
-hover for the top-5 guesses, sample text as it streams, explore a pasted text. A screenshot goes
+Open the page (on the text's default feature and the best unit of its ranking, under one heading),
+pick a unit and see the characters coloured as its values say, rank units for a feature (scored as
+`unrolled cells` prints it), drag over a span and get the units that fire on it and the places they fire again,
+hover for the top-5 guesses, sample text as it streams, see the gate saturation plotted with
+left-saturation on x as the CLI and the paper draw it, explore a pasted text and a long server file. A screenshot goes
 to test-artifacts/viewer.png.
 
 The docs' screenshot comes from the same test on the committed model (see docs/viewer.md):
@@ -51,8 +53,9 @@ def served(tmp_path_factory):
     checkpoint = os.environ.get("UNROLLED_VIEWER_CHECKPOINT") or str(tiny_run())
     text_file = os.environ.get("UNROLLED_VIEWER_TEXT")
     if not text_file:
-        text_file = tmp_path_factory.mktemp("browser") / "example.c"
-        text_file.write_text(c_like(1_500, seed=2), encoding="utf-8")
+        text_file = tmp_path_factory.mktemp("browser")
+        (text_file / "example.c").write_text(c_like(1_500, seed=2), encoding="utf-8")  # opened first
+        (text_file / "long.c").write_text(c_like(8_000, seed=4), encoding="utf-8")  # over --max-chars: cut
     with serve_process(checkpoint, "--text", str(text_file), "--max-chars", "6000") as url:
         yield url, checkpoint
 
@@ -70,6 +73,12 @@ def colour(v: float, lo: float, hi: float) -> str:
     t = max(-1.0, min(1.0, (v - mid) / half))
     w = math.floor(255 * (1 - 0.8 * abs(t)) + 0.5)  # as JavaScript's Math.round
     return f"rgb(255, {w}, {w})" if t >= 0 else f"rgb({w}, {w}, 255)"
+
+
+def heading(t: dict) -> str:
+    """The page's one heading of a text: its name, its size once, its language once."""
+    language = {"c": "C", "python": "Python"}.get(t["language"], t["language"])
+    return f"{t['name']} ({'first ' if t['file_chars'] else ''}{t['length']:,} characters, {language})"
 
 
 def backgrounds(page, positions) -> list[str]:
@@ -92,6 +101,26 @@ def test_viewer_in_chromium(chromium, served):
     assert spans.count() == len(text)
     assert page.locator("#text").inner_text() == text
 
+    # 0) one heading (name, size once, language once); the feature fits the text's language (a C
+    #    feature on C), and the page opens on the best unit of that feature's ranking
+    t = api(base, f"/api/text?id={tid}")
+    assert page.inner_text("#text-name") == heading(t)
+    if not os.environ.get("UNROLLED_VIEWER_TEXT"):
+        assert t["language"] == "c" and t["default_feature"] == "in_comment"
+    assert page.input_value("#feature") == t["default_feature"] and t["default_feature"] in t["features"]
+    ranked = api(base, f"/api/units?text={tid}&feature={t['default_feature']}&kind=h&top=20")
+    top_unit = ranked["best"][0]["unit"]
+    assert page.get_attribute("#text", "data-unit") == top_unit == page.inner_text("#focus-name")
+    assert page.locator("#ranked li button").all_inner_texts() == [b["unit"] for b in ranked["best"]]
+    # the ranking shows the CLI's signed score (report.signed), named by its metric, as `unrolled cells`
+    assert [s.strip() for s in page.locator("#ranked li .score").all_inner_texts()] == \
+        [f"{ranked['metric']} {b['signed']}" for b in ranked["best"]]
+    assert "low inside" not in page.inner_text("#ranked")
+    first_layer, first_index = int(top_unit.split(":")[0][1:]), int(top_unit.split(":")[1])
+    a = api(base, f"/api/activations?text={tid}&layer={first_layer}&kind=h&units={first_index}")
+    probe = list(range(0, len(text), max(1, len(text) // 40)))
+    assert backgrounds(page, probe) == [colour(a["units"][0]["values"][i], *a["range"]) for i in probe]
+
     # 1) pick a unit: the characters take the colours of its values
     H = info["hidden_size"]
     unit = min(5, H - 1)
@@ -103,7 +132,6 @@ def test_viewer_in_chromium(chromium, served):
     page.wait_for_selector(f"#text[data-unit='{name}']")
     a = api(base, f"/api/activations?text={tid}&layer={info['num_layers'] - 1}&kind=c&units={unit}")
     values, (lo, hi) = a["units"][0]["values"], a["range"]
-    probe = list(range(0, len(text), max(1, len(text) // 40)))
     assert backgrounds(page, probe) == [colour(values[i], lo, hi) for i in probe]
     assert len(set(backgrounds(page, probe))) > 5  # coloured, not all white
 
@@ -170,6 +198,29 @@ def test_viewer_in_chromium(chromium, served):
         torch.set_num_threads(threads)
     assert page.inner_text("#sample-out") == want
     assert page.locator("#saturation svg").count() == info["num_layers"]
+    # the saturation plot: left-saturated on x, right-saturated on y (as the CLI's PNG and the paper)
+    sat = api(base, f"/api/saturation?text={tid}")
+    panels = page.evaluate("""() => [...document.querySelectorAll('#saturation svg')].map((el) => {
+      const f = el.querySelector('rect.frame'), n = (a) => Number(f.getAttribute(a));
+      return {layer: Number(el.dataset.layer), x: el.dataset.x, y: el.dataset.y,
+              xlabel: el.querySelector('.x-label').textContent, ylabel: el.querySelector('.y-label').textContent,
+              fx: n('x'), fy: n('y'), fw: n('width'), fh: n('height'),
+              dots: [...el.querySelectorAll('circle')].map((c) => [c.dataset.gate, Number(c.dataset.unit),
+                                                                   Number(c.getAttribute('cx')), Number(c.getAttribute('cy'))])};
+    })""")
+    told_apart = 0
+    for panel in panels:
+        assert (panel["x"], panel["y"]) == ("left", "right")
+        assert panel["xlabel"] == "fraction left-saturated (< 0.1)" == sat["axes"]["x"]["label"]
+        assert panel["ylabel"] == "fraction right-saturated (> 0.9)" == sat["axes"]["y"]["label"]
+        gates = {g["gate"]: g for g in sat["gates"] if g["layer"] == panel["layer"]}
+        assert len(panel["dots"]) == sum(len(g["left"]) for g in gates.values())
+        for gate, j, cx, cy in panel["dots"]:
+            left, right = gates[gate]["left"][j], gates[gate]["right"][j]
+            assert (cx - panel["fx"]) / panel["fw"] == pytest.approx(left, abs=1e-6)
+            assert (panel["fy"] + panel["fh"] - cy) / panel["fh"] == pytest.approx(right, abs=1e-6)
+            told_apart += abs(left - right) > 0.05
+    assert told_apart > 0  # some unit whose place would differ with the axes swapped
 
     shot = Path(os.environ.get("UNROLLED_VIEWER_SCREENSHOT") or ARTIFACTS / "viewer.png")
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -197,5 +248,13 @@ def test_viewer_in_chromium(chromium, served):
     page.click("#explore")
     page.wait_for_selector("#status.error")
     assert "limit" in page.inner_text("#status"), (page.inner_text("#status"), page.get_attribute("#status", "class"), errors)
+    # 7) a server file longer than --max-chars opens at its first characters, said once in the heading
+    if "long.c" in [f["name"] for f in api(base, "/api/files")["files"]]:
+        long = api(base, "/api/text", {"file": "long.c"})
+        assert long["file_chars"] == 8_000 and long["length"] <= 6_000
+        page.select_option("#files", "long.c")
+        page.click("#load-file")
+        page.wait_for_selector(f"#text[data-text-id='{long['id']}']", timeout=30_000)
+        assert page.inner_text("#text-name") == f"long.c (first {long['length']:,} characters, C)" == heading(long)
     assert not errors, errors
     page.close()

@@ -33,6 +33,7 @@ from unrolled.errors import UserError
 from unrolled.understand import features as feats
 from unrolled.understand import search
 from unrolled.understand.record import SIGMOID_GATES, STATE_KEYS, Recording, encode_text, record
+from unrolled.understand.report import signed
 from unrolled.understand.saturation import gate_saturation
 
 MAX_CHARS = 20_000  # longest text the page is given (one <span> per character in the browser)
@@ -64,6 +65,7 @@ class TextEntry:
     name: str
     text: str
     language: str
+    file_chars: int | None = None  # a server file shown in part: the characters of the whole file
     recordings: dict[str, Recording] = field(default_factory=dict)  # state kind -> its group's recording
     features: dict[str, np.ndarray] = field(default_factory=dict)  # feature name -> labels
     saturation: dict | None = None  # gate_saturation of the gates, measured before float16 storage
@@ -97,8 +99,9 @@ class Explorer:
         self._lock = threading.Lock()  # guards the text table (not the computations)
 
     # --- texts ------------------------------------------------------------------------------------
-    def add_text(self, text, name: str = "pasted text") -> dict:
-        """Check a text (type, size, vocabulary) and keep it; returns its summary with the id."""
+    def add_text(self, text, name: str = "pasted text", file_chars: int | None = None) -> dict:
+        """Check a text (type, size, vocabulary) and keep it; returns its summary with the id.
+        file_chars: the length of the file the text is the first part of (add_file sets it)."""
         if not isinstance(text, str):
             raise UserError("the field 'text' must be a string of text")
         # JSON may carry lone surrogates ("\ud800"), which no UTF-8 answer can hold.
@@ -113,7 +116,7 @@ class Explorer:
         with self._lock:
             entry = self._texts.get(tid)
             if entry is None:
-                entry = TextEntry(tid, name, text, feats.guess_language(text))
+                entry = TextEntry(tid, name, text, feats.guess_language(text), file_chars)
                 self._texts[tid] = entry
                 while len(self._texts) > self.keep_texts:
                     self._texts.popitem(last=False)
@@ -127,12 +130,14 @@ class Explorer:
             raise NotFound(f"no text file named {str(name)[:100]!r} on this server; choose one of: {listed}")
         from unrolled.text import read_file
         text = read_file(self.files[name])
+        file_chars = None
         if len(text) > self.max_chars:
             # A file the server owner chose is shown in part rather than refused: its first
             # max_chars characters, cut at the last line end before the limit when there is one.
+            # The name stays the file's; file_chars says it was cut (the page says so once).
             cut = text.rfind("\n", 0, self.max_chars) + 1 or self.max_chars
-            text, name = text[:cut], f"{name} (first {cut:,} characters)"
-        return self.add_text(text, name)
+            text, file_chars = text[:cut], len(text)
+        return self.add_text(text, name, file_chars=file_chars)
 
     def list_files(self) -> list[dict]:
         return [{"name": n, "bytes": p.stat().st_size if p.exists() else None} for n, p in sorted(self.files.items())]
@@ -147,7 +152,11 @@ class Explorer:
             return entry
 
     def describe_text(self, entry: TextEntry) -> dict:
-        return {"id": entry.id, "name": entry.name, "length": len(entry.text), "language": entry.language}
+        # The features that fit the text's language (features.DEFAULTS, as `unrolled cells`
+        # uses them), the first of which is the one the page opens on.
+        fitting = list(feats.DEFAULTS[entry.language])
+        return {"id": entry.id, "name": entry.name, "length": len(entry.text), "language": entry.language,
+                "file_chars": entry.file_chars, "features": fitting, "default_feature": fitting[0]}
 
     def get_text(self, tid) -> dict:
         entry = self.entry(tid)
@@ -272,8 +281,12 @@ class Explorer:
         rec = self.recording(entry, key)
         values, names = rec.units(keys=(key,), layers=layers)  # (N, U)
         table = search.rank_units(values, names, {feature: labels}, top=top)[feature]
+        # "signed" is the score as `unrolled cells` prints it (report.signed: the strength with
+        # the direction's sign, -0.990 a unit low where the feature holds); "signed_score" is
+        # the same number unrounded. "score" stays the raw AUC or r.
         best = [{**row, "layer": int(row["unit"].split(":")[0][len(key):]),
-                 "index": int(row["unit"].split(":")[1])} for row in table["best"]]
+                 "index": int(row["unit"].split(":")[1]), "signed": signed(row),
+                 "signed_score": row["sign"] * row["strength"]} for row in table["best"]]
         note = None
         if table["metric"] == "auc" and table["positives"] in (0.0, 1.0):
             note = f"the feature {feature} is {'never' if table['positives'] == 0 else 'always'} true in this text, so no unit can be scored"
@@ -316,7 +329,11 @@ class Explorer:
         for s in entry.saturation.values():
             out.append({"gate": s["gate"], "layer": s["layer"], "left": _rounded(s["left"]),
                         "right": _rounded(s["right"])})
-        return {"text": entry.id, "gates": out, "low": 0.1, "high": 0.9}
+        # The axes of the plot, as `unrolled saturation --png` and the paper (Karpathy et al.
+        # 2015, Fig. 3) draw it: left-saturated on x, right-saturated on y.
+        axes = {"x": {"field": "left", "label": "fraction left-saturated (< 0.1)"},
+                "y": {"field": "right", "label": "fraction right-saturated (> 0.9)"}}
+        return {"text": entry.id, "gates": out, "low": 0.1, "high": 0.9, "axes": axes}
 
     def info(self) -> dict:
         return {

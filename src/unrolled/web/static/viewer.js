@@ -67,6 +67,14 @@ function renderText(text) {
   pre.dataset.unit = "";
 }
 
+const LANGUAGE_NAMES = {c: "C", python: "Python", prose: "prose"};
+
+// One heading for the text: its name, its size once, its language once.
+function textHeading(t) {
+  const size = `${t.file_chars ? "first " : ""}${t.length.toLocaleString()} characters`;
+  return `${t.name} (${size}, ${LANGUAGE_NAMES[t.language] || t.language})`;
+}
+
 async function loadText(id) {
   const t = await api(`/api/text?${q({id})}`);
   state.textId = t.id;
@@ -74,7 +82,11 @@ async function loadText(id) {
   state.preds.clear();
   state.selection = null;
   renderText(t.text);
-  $("text-name").textContent = `${t.name} (${t.length.toLocaleString()} chars, ${t.language})`;
+  const heading = $("text-name");
+  heading.textContent = textHeading(t);
+  heading.title = t.file_chars ? `the file has ${t.file_chars.toLocaleString()} characters; the viewer shows the first ones` : "";
+  // A feature that fits the text's language: keep the one chosen if it fits, else the language's first.
+  if (!t.features.includes($("feature").value)) $("feature").value = t.default_feature;
   $("selection").textContent = "no span selected";
   $("selected-units").replaceChildren();
   $("matches").replaceChildren();
@@ -198,11 +210,16 @@ async function runSelect() {
 }
 
 // --- ranked units -----------------------------------------------------------------------------
+// The ranked units of the chosen kind for the chosen feature; returns the best one (or null).
 async function rank() {
   const feature = $("feature").value, kind = $("kind").value;
   status(`ranking the ${kind} units for ${feature}…`);
   const r = await api(`/api/units?${q({text: state.textId, feature, kind, top: 20})}`);
-  $("rank-note").textContent = r.note || `${r.metric === "auc" ? "ROC AUC" : "Pearson r"} of every ${kind} unit with ${feature}`;
+  // The score as `unrolled cells` prints it: the strength (max(AUC, 1 - AUC), or |r|) with + for a
+  // unit high where the feature holds and - for one low there (as informative).
+  const how = r.metric === "auc" ? "ROC AUC (auc: max(AUC, 1 - AUC))" : "Pearson r (r)";
+  $("rank-note").textContent = r.note || `every ${kind} unit scored by ${how} against ${feature}, as ` +
+    "unrolled cells prints it; sign: + high where the feature holds, - low";
   const list = $("ranked");
   list.replaceChildren();
   for (const row of r.best) {
@@ -210,8 +227,8 @@ async function rank() {
     const li = document.createElement("li");
     const score = document.createElement("span");
     score.className = "score";
-    // sign -1: the unit is low where the feature is high (AUC < 0.5, r < 0): as informative
-    score.textContent = ` ${r.metric} ${row.score.toFixed(3)}${row.sign < 0 ? " (low inside)" : ""}`;
+    score.textContent = ` ${r.metric} ${row.signed}`;  // the CLI's signed score (report.signed)
+    score.title = `raw ${r.metric} ${row.score.toFixed(4)}`;
     li.append(unitButton(u), score);
     list.appendChild(li);
   }
@@ -219,6 +236,7 @@ async function rank() {
   const f = await api(`/api/feature?${q({text: state.textId, name: feature})}`);
   state.spans.forEach((span, i) => span.classList.toggle("feat", f.kind === "binary" && f.values[i] === 1));
   status("");
+  return r.best.length ? {layer: r.best[0].layer, kind, index: r.best[0].index} : null;
 }
 
 // --- new text: paste, upload, server files ----------------------------------------------------
@@ -299,26 +317,32 @@ async function loadSaturation() {
   const box = $("saturation");
   box.replaceChildren();
   if (!s.gates.length) { box.textContent = s.note || ""; return; }
+  // As `unrolled saturation --png` and the paper's Fig. 3: left-saturated on x, right on y (s.axes).
+  const {x: ax, y: ay} = s.axes;
   const size = 200, m = 28, plot = size - 2 * m + 10;
   const layers = [...new Set(s.gates.map((g) => g.layer))];
   for (const layer of layers) {
-    const el = svg("svg", {width: size, height: size, viewBox: `0 0 ${size} ${size}`, "data-layer": layer});
-    el.appendChild(svg("rect", {x: m, y: 8, width: plot, height: plot, fill: "#fafafa", stroke: "#999"}));
-    el.appendChild(svg("text", {x: m, y: size - 8}, "right-saturated (> 0.9)"));
-    el.appendChild(svg("text", {x: 10, y: 8 + plot, transform: `rotate(-90 10 ${8 + plot})`}, "left-saturated (< 0.1)"));
+    const el = svg("svg", {width: size, height: size, viewBox: `0 0 ${size} ${size}`, "data-layer": layer,
+                           "data-x": ax.field, "data-y": ay.field});
+    el.appendChild(svg("rect", {class: "frame", x: m, y: 8, width: plot, height: plot, fill: "#fafafa", stroke: "#999"}));
+    // left + right <= 1 for every unit: the points lie below this diagonal
+    el.appendChild(svg("line", {x1: m, y1: 8, x2: m + plot, y2: 8 + plot, stroke: "#ccc"}));
+    el.appendChild(svg("text", {class: "x-label", x: m, y: size - 8}, ax.label));
+    el.appendChild(svg("text", {class: "y-label", x: 10, y: 8 + plot, transform: `rotate(-90 10 ${8 + plot})`}, ay.label));
     el.appendChild(svg("text", {x: m + plot - 40, y: 20}, `layer ${layer}`));
     for (const [x, y, t] of [[m - 3, 8 + plot + 10, "0"], [m + plot - 3, 8 + plot + 10, "1"], [m - 9, 14, "1"]]) {
       el.appendChild(svg("text", {x, y}, t));
     }
     const gates = s.gates.filter((g) => g.layer === layer);
-    let lx = m + 4;
+    let lx = m + plot - 40;  // the gates' names under the layer's, above the diagonal where no unit can be
     for (const g of gates) {
       const col = GATE_COLOURS[g.gate] || "#333";
-      for (let j = 0; j < g.left.length; j++) {
-        el.appendChild(svg("circle", {cx: m + g.right[j] * plot, cy: 8 + plot - g.left[j] * plot, r: 2,
-                                      fill: col, "fill-opacity": 0.6}));
+      const xs = g[ax.field], ys = g[ay.field];
+      for (let j = 0; j < xs.length; j++) {
+        el.appendChild(svg("circle", {cx: m + xs[j] * plot, cy: 8 + plot - ys[j] * plot, r: 2,
+                                      fill: col, "fill-opacity": 0.6, "data-gate": g.gate, "data-unit": j}));
       }
-      const label = svg("text", {x: lx, y: 20}, g.gate);
+      const label = svg("text", {x: lx, y: 33}, g.gate);
       label.style.fill = col;  // CSSOM, which the page's Content-Security-Policy allows (a style attribute it does not)
       el.appendChild(label);
       lx += 12;
@@ -395,8 +419,12 @@ async function start() {
   $("stop").addEventListener("click", () => state.sampling && state.sampling.abort());
   $("explore-sample").addEventListener("click", guarded(() => explore($("sample-out").textContent, "a sample")));
 
-  state.focus = {layer: 0, kind: info.kinds[0].key, index: 0};
+  // The page opens on the best unit of the text's default feature (the top of its ranking),
+  // or on unit 0 of layer 0 when the feature cannot be scored on this text.
+  state.focus = null;
   await loadText(info.first_text);
+  const best = await rank();
+  await showUnit(best || {layer: 0, kind: info.kinds[0].key, index: 0});
   document.body.dataset.ready = "1";
 }
 
