@@ -1,14 +1,24 @@
 """The three text corpora the examples read, and the character vocabulary over them.
 
-* shakespeare: ../shared/data/shakespeare/works.txt
-* linux:       ../shared/data/linux/kernel.txt (C source of the Linux kernel)
-* python:      the running interpreter's standard library source (*.py files in path order)
+By default all three come with the Python that runs the example, so every machine has them:
+
+* english: the Python documentation's reference text that `help()` shows (the values of
+           `pydoc_data/topics.py` in the standard library, joined in file order: about 465,000
+           characters of English prose with some code examples)
+* c:       the interpreter's C headers (every *.h under `sysconfig.get_path("include")`, in path
+           order; `--include DIR` for others)
+* python:  the standard library source (*.py files in path order, `pydoc_data` left out)
+
+`--shakespeare FILE` reads a text file instead of the English corpus (its label is then
+`shakespeare`), `--linux FILE` a C source file instead of the headers (label `linux`): the
+bigger corpora some results in docs/topologies.md were measured on, for users who have them.
 
 Each corpus is cut at `max_chars` and split by position: the first 80% to train, the next 10%
 to validate, the last 10% to test (the split of Karpathy, Johnson and Fei-Fei 2015).
 """
 from __future__ import annotations
 
+import ast
 import pathlib
 import random
 import sys
@@ -19,9 +29,8 @@ import torch
 
 from unrolled.errors import UserError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-NAMES = ("shakespeare", "linux", "python")
+HERE = pathlib.Path(__file__).resolve().parent
+DATA = HERE / "data"  # the small data committed with the examples (see data/README.md)
 
 
 def read_text(path: pathlib.Path, flag: str, max_chars: int | None = None) -> str:
@@ -30,6 +39,8 @@ def read_text(path: pathlib.Path, flag: str, max_chars: int | None = None) -> st
         text = pathlib.Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; pass the right file with {flag}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; give {flag} a text file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (byte {e.start}); give {flag} a UTF-8 file") from None
     except OSError as e:
@@ -46,9 +57,14 @@ def python_files(stdlib: pathlib.Path | None = None) -> list[pathlib.Path]:
 
 
 def python_source(max_chars: int, stdlib: pathlib.Path | None = None) -> str:
-    """The standard library source, files joined in path order, up to max_chars."""
+    """The standard library source, files joined in path order, up to max_chars.
+
+    `pydoc_data` (the English corpus, stored as one Python dict of strings) is left out, so the
+    two corpora never share text."""
     parts, total = [], 0
     for path in python_files(stdlib):
+        if "pydoc_data" in path.parts:
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
@@ -62,18 +78,75 @@ def python_source(max_chars: int, stdlib: pathlib.Path | None = None) -> str:
     return "".join(parts)[:max_chars]
 
 
+def python_docs(max_chars: int, stdlib: pathlib.Path | None = None) -> str:
+    """English prose: the reference topics of the Python documentation that `help()` shows, read
+    (not imported) from the standard library's pydoc_data/topics.py, joined in file order."""
+    path = pathlib.Path(stdlib or sysconfig.get_paths()["stdlib"]) / "pydoc_data" / "topics.py"
+    hint = "pass --stdlib DIR, or an English text file with --shakespeare FILE"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        topics = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                      and any(getattr(t, "id", None) == "topics" for t in node.targets))
+        text = "\n".join(v for v in topics.values() if isinstance(v, str))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, StopIteration, AttributeError):
+        raise UserError(f"no documentation topics found at {path}; {hint}") from None
+    if not text:
+        raise UserError(f"{path} holds no text; {hint}")
+    return text[:max_chars]
+
+
+def c_headers(max_chars: int, include: pathlib.Path | None = None) -> str:
+    """C: the interpreter's header files (*.h under include, every folder), joined in path order."""
+    root = pathlib.Path(include or sysconfig.get_path("include"))
+    parts, total = [], 0
+    for path in sorted(root.rglob("*.h")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    if not parts:
+        raise UserError(f"no C headers (*.h) found under {root}; pass --include DIR (where Python.h is), "
+                        "or a C source file with --linux FILE")
+    return "".join(parts)[:max_chars]
+
+
 def add_corpus_arguments(ap) -> None:
-    ap.add_argument("--shakespeare", default=str(DATA / "shakespeare" / "works.txt"), help="Shakespeare text")
-    ap.add_argument("--linux", default=str(DATA / "linux" / "kernel.txt"), help="Linux C source text")
-    ap.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"], help="Python standard library dir")
+    ap.add_argument("--shakespeare", default=None, metavar="FILE",
+                    help="an English text file to read instead of the Python documentation topics")
+    ap.add_argument("--linux", default=None, metavar="FILE",
+                    help="a C source file to read instead of the Python C headers")
+    ap.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"], metavar="DIR",
+                    help="Python standard library dir (the Python and, by default, the English corpus)")
+    ap.add_argument("--include", default=sysconfig.get_path("include"), metavar="DIR",
+                    help="C header dir (the C corpus unless --linux is given)")
     ap.add_argument("--max-chars", type=int, default=3_000_000, help="characters read from each corpus")
 
 
+def corpus_names(args) -> tuple[str, str, str]:
+    """The three labels, in order: English, C, Python (named after the files read)."""
+    return ("shakespeare" if args.shakespeare else "english", "linux" if args.linux else "c", "python")
+
+
+def corpus_sources(args) -> dict[str, str]:
+    """Label -> what was read, for the result JSON (a file's name, not its folder)."""
+    english, c, python = corpus_names(args)
+    return {english: pathlib.Path(args.shakespeare).name if args.shakespeare else "Python documentation topics",
+            c: pathlib.Path(args.linux).name if args.linux else "Python C headers",
+            python: "Python standard library source"}
+
+
 def load_corpora(args) -> dict[str, str]:
+    """Label -> text, in the order of `corpus_names`."""
+    english, c, python = corpus_names(args)
     return {
-        "shakespeare": read_text(args.shakespeare, "--shakespeare", args.max_chars),
-        "linux": read_text(args.linux, "--linux", args.max_chars),
-        "python": python_source(args.max_chars, args.stdlib),
+        english: (read_text(args.shakespeare, "--shakespeare", args.max_chars) if args.shakespeare
+                  else python_docs(args.max_chars, args.stdlib)),
+        c: read_text(args.linux, "--linux", args.max_chars) if args.linux else c_headers(args.max_chars, args.include),
+        python: python_source(args.max_chars, args.stdlib),
     }
 
 
@@ -101,11 +174,13 @@ class CharVocab:
 
 
 def snippets(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):
-    """n random snippets, each from a random corpus -> ids (n, length), labels (n,)."""
-    labels = [rng.randrange(len(NAMES)) for _ in range(n)]
+    """n random snippets, each from a random corpus -> ids (n, length), labels (n,): the index of
+    its corpus in `texts` (label -> text)."""
+    names = list(texts)
+    labels = [rng.randrange(len(names)) for _ in range(n)]
     rows = []
     for y in labels:
-        text = texts[NAMES[y]]
+        text = texts[names[y]]
         i = rng.randrange(len(text) - length)
         rows.append(vocab.encode(text[i:i + length]))
     return torch.stack(rows), torch.tensor(labels)

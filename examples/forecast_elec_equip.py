@@ -1,8 +1,10 @@
 """One-to-one and many-to-one regression: forecast next month's orders of electrical equipment.
 
 From the previous `--window` months, predict the next one, for each of the last 24 months of
-../shared/data/timeseries/elec_equip.csv (each forecast sees the true history up to the month
-before it: one step ahead). Three forecasters, scored by mean absolute error on those 24 months:
+examples/data/elec_equip.csv (Eurostat's index of euro-area orders of electrical equipment,
+monthly, 1995-2016, public domain: see data/README.md; `--csv FILE` for another series). Each
+forecast sees the true history up to the month before it: one step ahead. Three forecasters,
+scored by mean absolute error on those 24 months:
 
 * seasonal naive:  y_hat_t = y_{t-12}            (same month last year)
 * one-to-one:      y_hat_t = OneToOne(x)         (the window as one vector, no recurrence)
@@ -11,7 +13,8 @@ before it: one step ahead). Three forecasters, scored by mean absolute error on 
 Both networks see the same window (standardised with the training months' mean and deviation)
 and, by default, predict the change from the same month last year, y_t - y_{t-12}, which is
 added back (`--target level` predicts y_t itself). They are trained on the months before the
-last 24 only; each is trained from `--seeds` seeds and their forecasts are averaged. Prints one
+last 24 only; each is trained from `--seeds` seeds and their forecasts are averaged. Each model
+trains for `--epochs` epochs or its share of `--max-minutes`, whichever ends first. Prints one
 JSON line.
 
     python examples/forecast_elec_equip.py
@@ -65,19 +68,25 @@ def windows(series: torch.Tensor, w: int, targets: range) -> tuple[torch.Tensor,
     return x, y
 
 
-def fit(model, forward, x, y, epochs: int, lr: float) -> None:
-    """Full-batch Adam on mean squared error (the series is small)."""
+def fit(model, forward, x, y, epochs: int, lr: float, seconds: float = float("inf")) -> int:
+    """Full-batch Adam on mean squared error (the series is small), for `epochs` epochs or
+    `seconds`, whichever ends first -> the epochs run."""
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    for _ in range(epochs):
+    start = time.time()
+    for epoch in range(epochs):
         loss = (forward(model, x) - y).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if time.time() - start > seconds:
+            return epoch + 1
+    return epochs
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv", default=str(DATA / "timeseries" / "elec_equip.csv"), help="monthly series CSV")
+    ap.add_argument("--csv", default=str(DATA / "elec_equip.csv"),
+                    help="monthly series CSV: a header row, then date,value rows (default: examples/data/elec_equip.csv)")
     ap.add_argument("--window", type=int, default=13, help="months the models see")
     ap.add_argument("--target", choices=["seasonal_difference", "level"], default="seasonal_difference",
                     help="predict y_t - y_{t-12} (added back) or y_t")
@@ -86,8 +95,12 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=600)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--seeds", type=int, default=5, help="models per forecaster, averaged")
+    ap.add_argument("--max-minutes", type=float, default=15.0,
+                    help="training time of all the models together; each gets an equal share")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    if args.seeds < 1 or args.epochs < 1:
+        raise unrolled.UserError("--seeds and --epochs must be at least 1")
     torch.set_num_threads(args.threads)
 
     values = read_series(args.csv)
@@ -117,13 +130,14 @@ def main(argv=None) -> int:
                         lambda m, x: m(x.unsqueeze(2))[:, 0]),
     }
     mae = {"seasonal_naive": (seasonal - truth).abs().mean().item()}
-    per_seed = {}
+    per_seed, epochs_run = {}, {}
+    share = args.max_minutes * 60 / (len(forecasters) * args.seeds)  # seconds per model
     for name, (build, forward) in forecasters.items():
-        forecasts = []
+        forecasts, epochs_run[name] = [], []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
             model = build().double()
-            fit(model, forward, x_train, y_train - seasonal_train, args.epochs, args.lr)
+            epochs_run[name].append(fit(model, forward, x_train, y_train - seasonal_train, args.epochs, args.lr, share))
             with torch.no_grad():
                 forecasts.append((forward(model, x_test) + seasonal_test) * std + mean)  # index scale
         mae[name] = (torch.stack(forecasts).mean(0) - truth).abs().mean().item()
@@ -132,6 +146,7 @@ def main(argv=None) -> int:
         "task": "elec_equip one-month-ahead forecast", "test_months": TEST_MONTHS, "window": w,
         "target": args.target,
         "cell": args.cell, "hidden": args.hidden, "epochs": args.epochs, "seeds": args.seeds,
+        "epochs_run": epochs_run,
         "mae": {k: round(v, 3) for k, v in mae.items()}, "mae_per_seed": per_seed,
         "rnn_beats_both": mae["many_to_one"] < min(mae["seasonal_naive"], mae["one_to_one"]),
         "seconds": round(time.time() - start, 1),
