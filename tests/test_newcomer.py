@@ -51,19 +51,24 @@ def _wait_for(lines: queue.Queue, pattern: str, timeout: float) -> tuple[float, 
 
 
 def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, queue.Queue, Path]:
-    """A real `unrolled train` on a small text, long enough that only Ctrl-C ends it."""
+    """A real `unrolled train` on a small text, long enough that only Ctrl-C ends it, with a
+    validation split large enough that scoring it takes a few seconds."""
     text = tmp_path / "text.txt"
-    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(3000)))
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(40000)))
     run = tmp_path / "run"
     proc = subprocess.Popen(
         _unrolled("train", str(text), "--out", str(run), "--hidden-size", "16", "--num-layers", "1",
+                  "--val-fraction", "0.5", "--test-fraction", "0.01",
                   "--embedding-size", "8", "--batch-size", "4", "--seq-len", "16", "--max-minutes", "10",
                   "--eval-every", "100000", "--device", "cpu", "--threads", "1"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=tmp_path)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
     _wait_for(lines, r"^settings: ", 120)
-    time.sleep(1.5)  # a few hundred updates in: well inside the loop
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+        assert time.monotonic() < deadline, "the run never logged a training row"
+        time.sleep(0.05)  # the first row is written after 10 updates: the loop is running
     return proc, lines, run
 
 
@@ -85,13 +90,20 @@ def test_ctrl_c_says_at_once_what_happens_then_saves_scores_and_exits_130(tmp_pa
     assert out.returncode == 0, out.stderr
 
 
-def test_ctrl_c_twice_in_a_row_still_saves_a_run_that_resumes(tmp_path):
+@pytest.mark.parametrize("second", ["50 ms later", "while it scores"])
+def test_ctrl_c_twice_in_a_row_still_saves_a_run_that_resumes(tmp_path, second):
     proc, lines, run = _start_training(tmp_path)
     try:
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+        if second == "50 ms later":
+            time.sleep(0.05)
+        else:
+            _wait_for(lines, r"scoring .* validation", 60)
+            started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130
+        if second == "while it scores":
+            assert time.monotonic() - started < 5, "the second Ctrl-C did not cut the scoring short"
     finally:
         proc.kill()
     rest = []
@@ -99,6 +111,7 @@ def test_ctrl_c_twice_in_a_row_still_saves_a_run_that_resumes(tmp_path):
         rest.append(lines.get()[1])
     output = "".join(rest)
     assert "Traceback" not in output, output
+    assert "skip" in output and "val -" in output, output  # the scoring was skipped, and said so
     assert "continue with: unrolled train --resume" in output, output
     assert (run / "last" / "state.json").is_file(), output
     out = subprocess.run(_unrolled("train", "--resume", str(run), "--max-minutes", "0.02", "--quiet"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from unrolled import __version__, threads
@@ -55,6 +56,9 @@ def add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     p.add_argument("--max-chars", type=int, default=None, help="longest text the page accepts (default 20000)")
+    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+                   help="characters of a text the model never saw: error (default), skip them, or replace them "
+                        "with a space")
 
     def run(args):
         try:
@@ -65,7 +69,7 @@ def add_serve(sub) -> None:
         if args.file is not None and args.text is not None and args.file != args.text:
             raise UserError(f"give the text once, as TEXT or as --text, not both ({args.file!r} and {args.text!r})")
         serve(args.checkpoint, text=args.text or args.file, host=args.host, port=args.port, open_browser=args.open,
-              max_chars=args.max_chars)
+              max_chars=args.max_chars, unknown=args.unknown)
 
     p.set_defaults(func=run)
 
@@ -532,5 +536,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unrolled: error: {_one_line(f'cannot write or read{where}: {e.strerror or e}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C now would print a traceback
         print("unrolled: interrupted", file=sys.stderr)
         return 130

@@ -302,7 +302,8 @@ class _Interrupt:
 
     def __exit__(self, *exc):
         if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+            # After a Ctrl-C the run is ending: a late second one must not become a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.requested else self._old)
 
 
 def _resolve_config(config: Config | None, overrides: dict) -> tuple[Config, ckpt_io.Checkpoint | None]:
@@ -423,7 +424,8 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
         (run_dir / "config.json").write_text(_json(cfg.to_dict()))
 
     say(f"unrolled train: {len(data.vocab)} symbols, {len(data.train):,} train / {len(data.val):,} val / "
-        f"{len(data.test):,} test characters, {model.num_parameters():,} parameters on {device}")
+        f"{len(data.test):,} test characters, {model.num_parameters():,} parameters on {device}"
+        + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""))
     if group.active:
         say(f"DistributedDataParallel ({group.backend}): {group.world_size} processes x batch {t.batch_size} = "
             f"effective batch {group.world_size * t.batch_size} streams; lr {t.lr:g} (not scaled: each update "
@@ -633,13 +635,13 @@ def train(config: Config | None = None, callback: Callable[[dict], bool | None] 
                 result["test_bpc"] = result.pop("test_bits_per_char")
                 log({"step": st["step"], "epoch": st["epoch"], "split": "test", "loss": result["test_nats_per_char"],
                      "bpc": result["test_bpc"], "checkpoint": best.name, "time_s": st["elapsed_s"]})
-    if metrics_file is not None:
-        metrics_file.close()
-    del window_loss  # DDP's reducer holds the process group: free it before the group goes
-    ddp.teardown(group)
-    model.eval()
-    model.vocab = data.vocab
-    _print_summary(say, run_dir, result)
+        if metrics_file is not None:
+            metrics_file.close()
+        del window_loss  # DDP's reducer holds the process group: free it before the group goes
+        ddp.teardown(group)
+        model.eval()
+        model.vocab = data.vocab
+        _print_summary(say, run_dir, result)  # a late Ctrl-C still lands in our handler: said, not a traceback
     return RunResult(run_dir, model, st["step"], st["epoch"], stopped, result)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from unrolled.errors import UserError
+from unrolled.understand.record import fit_to_vocabulary
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -61,14 +62,6 @@ def load_model(path):
     return load(path)
 
 
-def fit_to_vocabulary(model, text: str, unknown: str = "error", name: str = "the text",
-                      hint: str = "remove them, or pass --unknown skip or --unknown replace") -> str:
-    """`text` in the model's characters: with `unknown` "error" a UserError names the characters
-    the model never saw (and ends with `hint`); "skip" drops them; "replace" puts a space there."""
-    vocab = model.vocab
-    if getattr(vocab, "byte_level", False) or not vocab.unknown(text):
-        return text
-    return vocab.decode(vocab.encode(text, unknown=unknown, what=name, hint=hint))
 
 
 def cells(checkpoint, file, features=None, top: int = 5, out="cells.html", png_dir=None, language="auto",

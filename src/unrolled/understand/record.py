@@ -106,8 +106,10 @@ def _vocab_chars(vocab) -> list[str]:
     return list(chars if chars is not None else vocab.symbols)
 
 
-def encode_text(model, text: str, name: str = "the text") -> np.ndarray:
-    """The model's indices for `text`, or a UserError naming the characters it has never seen."""
+def encode_text(model, text: str, name: str = "the text",
+                hint: str = "give it text in the model's vocabulary") -> np.ndarray:
+    """The model's indices for `text`, or a UserError naming the characters it has never seen
+    and ending with `hint` (what the caller's user can do about them)."""
     chars = _vocab_chars(model.vocab)
     index = {c: i for i, c in enumerate(chars)}
     try:
@@ -116,7 +118,17 @@ def encode_text(model, text: str, name: str = "the text") -> np.ndarray:
         unseen = sorted({c for c in text if c not in index})
         shown = ", ".join(repr(c) for c in unseen[:5]) + (" ..." if len(unseen) > 5 else "")
         raise UserError(f"{name} has {len(unseen)} character(s) the model never saw ({shown}); "
-                        "give it text in the model's vocabulary") from None
+                        f"{hint}") from None
+
+
+def fit_to_vocabulary(model, text: str, unknown: str = "error", name: str = "the text",
+                      hint: str = "remove them, or pass --unknown skip or --unknown replace") -> str:
+    """`text` in the model's characters: with `unknown` "error" a UserError names the characters
+    the model never saw (and ends with `hint`); "skip" drops them; "replace" puts a space there."""
+    vocab = model.vocab
+    if getattr(vocab, "byte_level", False) or not vocab.unknown(text):
+        return text
+    return vocab.decode(vocab.encode(text, unknown=unknown, what=name, hint=hint))
 
 
 def _default_streams(n: int) -> int:

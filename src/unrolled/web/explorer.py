@@ -32,7 +32,7 @@ import numpy as np
 from unrolled.errors import UserError
 from unrolled.understand import features as feats
 from unrolled.understand import search
-from unrolled.understand.record import SIGMOID_GATES, STATE_KEYS, Recording, encode_text, record
+from unrolled.understand.record import SIGMOID_GATES, STATE_KEYS, Recording, fit_to_vocabulary, record
 from unrolled.understand.report import signed
 from unrolled.understand.saturation import gate_saturation
 
@@ -81,8 +81,9 @@ class Explorer:
 
     def __init__(self, model, info: dict | None = None, files: dict[str, Path] | None = None,
                  max_chars: int = MAX_CHARS, keep_texts: int = 8, keep_recorded: int = 3,
-                 stream_chars: int = 1_000, warmup: int = 256):
+                 stream_chars: int = 1_000, warmup: int = 256, unknown: str = "error"):
         self.model = model
+        self.unknown = unknown  # characters the model never saw: error, skip or replace (serve --unknown)
         self.info_extra = info or {}
         self.files = dict(files or {})  # name shown to clients -> the file; nothing else is ever read
         self.max_chars = int(max_chars)
@@ -111,7 +112,9 @@ class Explorer:
         if len(text) > self.max_chars:
             raise TooLarge(f"the text has {len(text):,} characters, more than this viewer's limit of "
                            f"{self.max_chars:,}; send a shorter piece (or start serve with a larger --max-chars)")
-        encode_text(self.model, text, name)  # a UserError naming the characters the model never saw
+        # a UserError naming the characters the model never saw, unless serve --unknown says otherwise
+        text = fit_to_vocabulary(self.model, text, self.unknown, name,
+                                 hint="remove them, or start serve with --unknown skip or --unknown replace")
         tid = text_id(text)
         with self._lock:
             entry = self._texts.get(tid)
@@ -129,7 +132,7 @@ class Explorer:
             listed = ", ".join(sorted(self.files)) or "none"
             raise NotFound(f"no text file named {str(name)[:100]!r} on this server; choose one of: {listed}")
         from unrolled.text import read_file
-        text = read_file(self.files[name])
+        text = read_file(self.files[name], suggest_byte_level=False)
         file_chars = None
         if len(text) > self.max_chars:
             # A file the server owner chose is shown in part rather than refused: its first

@@ -24,7 +24,8 @@ def sample_pieces(model, prime: str = "", length: int = 200, temperature: float 
         raise UserError(f"the prime has {len(prime)} characters; at most {max_length}")
     check_options(length, temperature, top_k, None, 1, seed)
     if prime:
-        model.vocab.encode(prime, unknown="error", what="the prime")  # names characters never seen
+        model.vocab.encode(prime, unknown="error", what="the prime",  # names characters never seen
+                           hint="remove them from the prime")
     return _pieces(model, prime, length, temperature, top_k, seed)
 
 

@@ -66,7 +66,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | None = None):
+def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | None = None, unknown: str = "error"):
     """The Explorer for a checkpoint, with its first text added; returns (explorer, text id)."""
     from unrolled.checkpoint import describe, load
     from unrolled.web.explorer import MAX_CHARS, Explorer
@@ -81,7 +81,7 @@ def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | No
             "best_val_bpc": d["best_val_bpc"], "config": d["config"].get("model", {}),
             "train_config": d["config"].get("train", {}), "parameters": d["parameters"]}
     files = text_files(text)
-    explorer = Explorer(model, info=info, files=files, max_chars=max_chars or MAX_CHARS)
+    explorer = Explorer(model, info=info, files=files, max_chars=max_chars or MAX_CHARS, unknown=unknown)
     if files:
         first = explorer.add_file(next(iter(files)))
     else:
@@ -94,7 +94,8 @@ def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | No
 
 
 def serve(checkpoint: str, text: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          open_browser: bool = False, max_chars: int | None = None, log_level: str = "warning") -> None:
+          open_browser: bool = False, max_chars: int | None = None, log_level: str = "warning",
+          unknown: str = "error") -> None:
     """Load `checkpoint`, then serve the viewer on host:port until interrupted."""
     from unrolled.web.app import create_app
 
@@ -110,7 +111,7 @@ def serve(checkpoint: str, text: str | None = None, host: str = "127.0.0.1", por
     torch.set_num_threads(1)
     sock = bind(host, port)  # first: a port in use is reported before the model is loaded
     try:
-        explorer, _ = build_explorer(checkpoint, text, max_chars)
+        explorer, _ = build_explorer(checkpoint, text, max_chars, unknown)
     except BaseException:
         sock.close()
         raise
