@@ -204,7 +204,7 @@ def test_demo_on_a_small_text(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "t.txt"), "--minutes", "0.05", "--out", str(tmp_path / "demo"),
                  "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.count("--- sample at temperature") == 2 and "loss curve:" in out
+    assert out.count("--- sample, ") == 2 and "top-p 0.95" in out and "loss curve:" in out
     assert (tmp_path / "demo" / "loss.png").exists() and (tmp_path / "demo" / "best").exists()
 
 

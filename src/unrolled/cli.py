@@ -339,7 +339,7 @@ def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job: train a small model for a few minutes, sample it, plot it",
                        description="Train a small LSTM language model on the Python standard library's own "
                                    "sources (or on TEXT) for a few minutes of wall-clock time, print samples "
-                                   "at temperatures 0.5 and 1.0, draw the loss curves and say where the files are.")
+                                   "(top-p 0.95, then unfiltered at temperature 1), draw the loss curves and say where the files are.")
     p.add_argument("paths", nargs="*", metavar="TEXT", help="text to train on (default: the Python standard library)")
     p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<date-time>)")
