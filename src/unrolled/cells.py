@@ -11,6 +11,7 @@ names, shapes, gate order and initialisation as `torch.nn.RNNCell/LSTMCell/GRUCe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +19,44 @@ from torch import Tensor, nn
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
-# Names of the gates in the order their rows are stacked in weight_ih / weight_hh.
-GATES = {"rnn": (), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-NUM_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+@dataclass(frozen=True)
+class CellFacts:
+    """What the rest of the package needs to know about a cell, in one place (as torch's RNNBase
+    derives gate_size from its mode)."""
+
+    name: str                       # "rnn", "lstm", "gru"
+    num_gates: int                  # G: weight_ih has G * H rows, as torch.nn
+    gates: tuple[str, ...]          # the gates in the order their rows are stacked in weight_ih / weight_hh
+    sigmoid_gates: tuple[str, ...]  # the gates that pass a sigmoid, so live in (0, 1) and can saturate
+    state_keys: tuple[str, ...]     # what a recording of the readable path can hold, per step
+    carries: tuple[str, ...]        # the state carried from one step to the next
+
+
+CELLS: dict[str, CellFacts] = {
+    "rnn": CellFacts("rnn", 1, (), (), ("h",), ("h",)),
+    "lstm": CellFacts("lstm", 4, ("i", "f", "g", "o"), ("i", "f", "o"), ("h", "c", "i", "f", "g", "o"), ("h", "c")),
+    "gru": CellFacts("gru", 3, ("r", "z", "n"), ("r", "z"), ("h", "r", "z", "n"), ("h",)),
+}
+
+
+def facts(cell) -> CellFacts:
+    """The facts of a cell given by name ("lstm") or by a layer or model with a `.kind` (our cells
+    and layers, any subclass of them) or a `.cell` (the topologies) naming one."""
+    name = cell
+    if not isinstance(cell, str):
+        name = getattr(cell, "kind", None)
+        if name not in CELLS:
+            name = getattr(cell, "cell", name)
+    if isinstance(name, str) and name in CELLS:
+        return CELLS[name]
+    what = repr(cell) if isinstance(cell, str) else f"{type(cell).__name__} with kind {name!r}"
+    raise ValueError(f"unknown cell: {what}; the cells are {', '.join(CELLS)}")
+
+
+# Old names, derived from the table, kept while their users move to `facts`.
+GATES = {name: f.gates for name, f in CELLS.items()}
+NUM_GATES = {name: f.num_gates for name, f in CELLS.items()}
 
 
 def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -96,7 +132,7 @@ class _CellBase(nn.Module):
             raise ValueError(f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         kw = {"device": device, "dtype": dtype}
-        gh = NUM_GATES[self.kind] * hidden_size
+        gh = facts(self).num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gh, input_size, **kw))  # (G*H, D)
         self.weight_hh = nn.Parameter(torch.empty(gh, hidden_size, **kw))  # (G*H, H)
         if bias:

@@ -34,12 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unrolled.cells import CELLS
 from unrolled.errors import UserError
 
-# Which recorded quantities each kind of layer has, in the order they are listed.
-STATE_KEYS = {"rnn": ("h",), "lstm": ("h", "c", "i", "f", "g", "o"), "gru": ("h", "r", "z", "n")}
-# Gates that pass through a sigmoid (the ones whose saturation is measured).
-SIGMOID_GATES = {"rnn": (), "lstm": ("i", "f", "o"), "gru": ("r", "z")}
+# Old names, derived from cells.CELLS, kept while their users move to `cells.facts`.
+STATE_KEYS = {name: f.state_keys for name, f in CELLS.items()}
+SIGMOID_GATES = {name: f.sigmoid_gates for name, f in CELLS.items()}
 
 
 @dataclass

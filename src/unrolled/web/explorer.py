@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled.cells import CELLS, facts
 from unrolled.errors import UserError
 from unrolled.understand import features as feats
 from unrolled.understand import search
@@ -43,7 +44,13 @@ MAX_SAMPLE = 5_000  # characters one sample request may generate
 MAX_TOP = 100  # ranked units per feature
 
 # The state kinds recorded together in one pass (the first group carries the predictions).
-GROUPS = {"rnn": (("h",),), "lstm": (("h", "c"), ("i", "f", "g", "o")), "gru": (("h",), ("r", "z", "n"))}
+def groups(cell) -> tuple[tuple[str, ...], ...]:
+    """The carried state, then the gates (if the cell has any): cells.facts in the viewer's two groups."""
+    f = facts(cell)
+    return (f.carries,) + ((f.gates,) if f.gates else ())
+
+
+GROUPS = {name: groups(name) for name in CELLS}  # old name, kept while its users move to `groups`
 # What each state kind is, for the page's menu (the record module's keys).
 KIND_NAMES = {"h": "hidden state h", "c": "cell state c", "i": "input gate i", "f": "forget gate f",
               "g": "candidate g", "o": "output gate o", "r": "reset gate r", "z": "update gate z",
