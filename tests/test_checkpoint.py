@@ -2,10 +2,12 @@
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+import unrolled
 from unrolled import checkpoint as ck
 from unrolled.config import Config, ModelConfig
 from unrolled.errors import UserError
@@ -149,3 +151,37 @@ def test_describe_names_everything(tmp_path):
     assert d["vocab"]["size"] == 7 and d["step"] == 3 and d["parameters"] == m.num_parameters()
     assert d["carried_state"] == {"carry.h": [2, 2, 5], "carry.c": [2, 2, 5]} and d["rng"] == ["rng.cpu"]
     shutil.rmtree(tmp_path / "ck")
+
+
+# --- a checkpoint written before the run record existed ------------------------------------------
+COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
+# Recorded with the code of commit 5f7616b (before the Trainer, state.py and store.py existed).
+COMMITTED_SAMPLE = (
+    "}  The core of a will used will non the audit_files\n *\n * The context is free enthreads under that "
+    "gcov_info lowing the btf_mal_robustansited, the syscall true,\n *\tis is\n\t * ring means in the axgram s")
+COMMITTED_PRIMED = (
+    "static int request_entry(&css &= ~LSVED - 1 << 0)\n\nstatic inline bool get_user_symbol_node(struct "
+    "bpf_kfunc_id, const char *buf = {\n\t.name_data_get_init(&bpf_reg_type, partition_flags);\n}\n\n"
+    "static inline void put")
+
+
+def test_the_committed_model_loads_and_samples_the_same_text():
+    m = unrolled.load(COMMITTED)
+    assert unrolled.sample(m, length=200, seed=1234) == COMMITTED_SAMPLE
+    assert unrolled.sample(m, length=200, seed=7, prime="static int ", temperature=0.8, top_k=20) == COMMITTED_PRIMED
+
+
+def test_the_committed_model_is_described_as_before():
+    d = ck.describe(COMMITTED)
+    assert d["format"] == "unrolled-checkpoint v1" and d["written_by_torch"] == "2.13.0+cpu"
+    assert (d["step"], d["epoch"], d["window"]) == (14000, 11, 668)
+    assert d["elapsed_minutes"] == pytest.approx(3541.707704315 / 60)
+    assert d["best_val_bpc"] == d["metrics"]["val_bpc"] == pytest.approx(2.0271681048524686)
+    assert d["data"]["windows_per_epoch"] == 1212 and d["data"]["position"] == 85504
+    assert d["vocab"]["kind"] == "chars" and d["vocab"]["size"] == 98
+    assert d["config"]["model"] == {"cell": "lstm", "hidden_size": 128, "num_layers": 2, "dropout": 0.0,
+                                    "embedding_size": 64, "forget_bias": 1.0}
+    assert d["config"]["train"]["max_minutes"] == 60.0 and d["parameters"] == 250338
+    assert d["optimizer"]["tensors"] == 33 and d["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3.0175595928656616e-4)
+    assert d["carried_state"] == {"carry.h": [2, 32, 128], "carry.c": [2, 32, 128]} and d["rng"] == ["rng.cpu"]
+    assert d["schedule"] == {"name": "cosine", "lr": d["optimizer"]["param_groups"][0]["lr"], "plateau_scale": 1.0}
