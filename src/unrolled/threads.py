@@ -4,7 +4,7 @@ PyTorch's CPU kernels (and ours) split each operation over an OpenMP team whose 
 for each other at the end of every operation. On a machine where another job holds a core, a
 team as large as the machine keeps waiting for the thread that was descheduled: a character
 model then trains several times slower at 2 threads than at 1 (docs/performance.md, "Threads").
-So the automatic choice is the number of cores idle right now, measured over a tenth of a
+So the automatic choice is the number of cores idle right now, measured over a fifth of a
 second from the kernel's CPU counters, never more than torch's own default (the physical cores)
 and never fewer than one. `OMP_NUM_THREADS` or `--threads` set by the user always win.
 """
@@ -17,7 +17,7 @@ import torch
 
 from unrolled.errors import UserError
 
-SAMPLE_SECONDS = 0.1  # how long the CPU counters are watched
+SAMPLE_SECONDS = 0.2  # how long the CPU counters are watched
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -56,7 +56,7 @@ def idle_cores(seconds: float = SAMPLE_SECONDS) -> int:
         total = second[1] - first[1]
         if total > 0:
             idle = machine * (second[0] - first[0]) / total  # idle cores of the whole machine
-            return max(1, min(n, int(idle + 0.25)))  # a core 75% idle counts; one a third busy does not
+            return max(1, min(n, int(idle + 0.4)))  # a core 60% idle counts; one half busy does not
     try:
         busy = os.getloadavg()[0]
     except (AttributeError, OSError):
