@@ -22,9 +22,9 @@ torch.set_num_threads(1)
 
 
 def pytest_sessionstart(session):
-    # Build the compiled step loops (unrolled.native) once, before any test or any process a
-    # test starts needs them; a machine without a C++ compiler runs the Python loops instead.
-    from unrolled import native
+    # Build the compiled step loops (unrolled.kernels.native) once, before any test or any process
+    # a test starts needs them; a machine without a C++ compiler runs the Python loops instead.
+    from unrolled.kernels import native
     native.ops()
 
 

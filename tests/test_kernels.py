@@ -1,14 +1,18 @@
 """Our sequence kernels against the readable path (float64, forward and every gradient), gradcheck
 on each autograd.Function, the sampling stepper against the model, and the bench command."""
 import json
+import os
+import shutil
 
 import pytest
 import torch
 
 import unrolled
 from conftest import B, D, H, T, V
-from unrolled.kernels import GRUSequence, LSTMSequence, RNNTanhSequence, StepSampler
+from unrolled.config import ModelConfig
+from unrolled.kernels import GRUSequence, LSTMSequence, Product, RNNTanhSequence, native, sequence, tanh_, tanh_into
 from unrolled.recurrent import LAYERS
+from unrolled.text import Vocabulary
 
 CASES = {
     "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
@@ -20,17 +24,13 @@ CASES = {
 
 @pytest.fixture(params=["native", "python"])
 def loops(request, monkeypatch):
-    """Each kernel test runs twice: the step loops compiled (unrolled.native) and in Python."""
-    import unrolled.kernels as kernels
+    """Each kernel test runs twice: the step loops compiled (kernels.native) and in Python."""
     if request.param == "python":
-        monkeypatch.setattr(kernels, "_native", lambda x: None)
+        monkeypatch.setattr(native, "ops_for", lambda x: None)  # what every kernel asks
     else:
-        from unrolled import native
         if not native.enabled():
             pytest.skip("UNROLLED_NATIVE=0")
         if native.ops() is None:
-            import os
-            import shutil
             if shutil.which(os.environ.get("CXX", "c++")) is None:
                 pytest.skip("no C++ compiler here: only the Python loops run")
             pytest.fail(f"the compiled step loops did not load: {native.reason()}")  # a compiler must build them
@@ -132,12 +132,9 @@ def test_kernel_path_with_lengths_falls_back_to_packing():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("embedding_size, batch, dtype", [(0, B, torch.float64), (4, B, torch.float64),
                                                           (4, 8, torch.float64), (4, 8, torch.float32)])
-def test_step_sampler_equals_model(cell, embedding_size, batch, dtype, monkeypatch):
+def test_stepper_equals_model(cell, embedding_size, batch, dtype, monkeypatch, loops):
     # batch 8 takes the packed products (oneDNN in float32), batch 2 the addmm into buffers
-    import unrolled.kernels as kernels
-    monkeypatch.setattr(kernels.Product, "PACK_MIN", 1)  # pack even these tiny weights
-    from unrolled.config import ModelConfig
-    from unrolled.text import Vocabulary
+    monkeypatch.setattr(Product, "PACK_MIN", 1)  # pack even these tiny weights
     vocab = Vocabulary.from_text("abcdefg")
     assert len(vocab) == V
     model = unrolled.CharLM(vocab, ModelConfig(cell=cell, hidden_size=H, num_layers=2,
@@ -147,8 +144,8 @@ def test_step_sampler_equals_model(cell, embedding_size, batch, dtype, monkeypat
     start = model.zero_state(batch)
     start = tuple(torch.randn_like(s) for s in start) if cell == "lstm" else torch.randn_like(start)
     ref, ref_state = model(idx, start)  # (batch, T, V)
-    stepper = StepSampler(model, batch=batch)
-    stepper.reset(start)
+    stepper = model.stepper(batch, start)
+    assert stepper.cell is not None  # the preallocated step, not a step through the model
     for t in range(T):
         torch.testing.assert_close(stepper.logits(idx[:, t]), ref[:, t], **tol)
     for a, b in zip(_tuple(stepper.state), _tuple(ref_state)):
@@ -209,10 +206,9 @@ def test_bench_bad_flags_end_in_one_sentence(argv, words, capsys):
 
 @pytest.mark.parametrize("loops", ["native", "python"], indirect=True)
 def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch, loops):
-    import unrolled.kernels as kernels
     calls = []
-    real = kernels.run_layers
-    monkeypatch.setattr(kernels, "run_layers", lambda *a: calls.append(a[0].kind) or real(*a))
+    real = sequence._apply  # one call per layer and direction of run_layers, whoever imported it
+    monkeypatch.setattr(sequence, "_apply", lambda kind, *a: calls.append(kind) or real(kind, *a))
 
     def kernel_kinds(hidden, batch, steps, grad=True):
         calls.clear()
@@ -239,7 +235,6 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch, 
 
 
 def test_tanh_as_sigmoid_equals_tanh():
-    from unrolled.kernels import tanh_, tanh_into
     x = torch.linspace(-30, 30, 2001, dtype=torch.float64)
     torch.testing.assert_close(tanh_into(x, torch.empty_like(x)), torch.tanh(x), rtol=0, atol=1e-15)
     torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), rtol=0, atol=1e-15)
@@ -250,8 +245,7 @@ def test_tanh_as_sigmoid_equals_tanh():
 @pytest.mark.parametrize("case", CASES)
 def test_kernel_path_float32_equals_readable(case, monkeypatch, loops):
     # float32 on a CPU takes the oneDNN products (kernels.Product); float64 above takes addmm
-    import unrolled.kernels as kernels
-    monkeypatch.setattr(kernels.Product, "PACK_MIN", 1)  # pack even these tiny weights
+    monkeypatch.setattr(Product, "PACK_MIN", 1)  # pack even these tiny weights
     kind, kw = CASES[case]
     layer = LAYERS[kind](D, H, 2, **kw)
     x = torch.randn(B, T, D, requires_grad=True)

@@ -1,9 +1,11 @@
-"""The compiled step loops' loader (unrolled.native): it builds once, and when it cannot build it
-says why in one line and the Python loops run instead."""
+"""The compiled step loops' loader (unrolled.kernels.native): it builds once, and when it cannot
+build it says why in one line and the Python loops run instead."""
+import shutil
+
 import torch
 
 import unrolled
-from unrolled import native
+from unrolled.kernels import native
 from conftest import B, D, H, T
 
 
@@ -42,3 +44,19 @@ def test_the_build_is_keyed_by_source_flags_torch_and_cpu(monkeypatch):
     assert name.startswith("unrolled_native_") and name == native._name()
     monkeypatch.setattr(native, "_flags", lambda: ["-O2"])
     assert native._name() != name
+
+
+def test_the_build_is_keyed_by_the_headers_too(monkeypatch, tmp_path):
+    csrc = tmp_path / "csrc"
+    shutil.copytree(native.SOURCE.parent, csrc)
+    monkeypatch.setattr(native, "SOURCE", csrc / native.SOURCE.name)
+    name = native._name()
+    for header in native.HEADERS:
+        (csrc / header).write_text((csrc / header).read_text() + "\n// changed\n")
+        assert native._name() != name
+        name = native._name()
+
+
+def test_the_old_module_name_is_the_same_module():
+    import unrolled.native as old  # the shim kept while other modules still import the old name
+    assert old is native

@@ -1,5 +1,5 @@
-"""The build of the compiled step loops (unrolled.native) under real conditions: a compile killed
-with SIGKILL blocks no one, a held lock is waited for (saying so) and then given up on, a cached
+"""The build of the compiled step loops (unrolled.kernels.native) under real conditions: a compile
+killed with SIGKILL blocks no one, a held lock is waited for (saying so) and then given up on, a cached
 build loads silently, and two environments never share a build folder. Every test runs real
 Python processes in a private TORCH_EXTENSIONS_DIR, so the shared cache is never touched."""
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from unrolled import native
+from unrolled.kernels import native
 
 needs_compiler = pytest.mark.skipif(
     shutil.which(os.environ.get("CXX", "c++")) is None,
@@ -23,7 +23,7 @@ needs_flock = pytest.mark.skipif(sys.platform == "win32", reason="the build lock
 # What a user's process does: ask for the kernels and report whether they loaded.
 PROBE = """
 import sys
-from unrolled import native
+from unrolled.kernels import native
 print("ASKING", file=sys.stderr, flush=True)
 ops = native.ops()
 print("LOADED" if ops is not None else "FALLBACK " + native.reason(), flush=True)
@@ -43,7 +43,7 @@ def _probe(env: dict, timeout: float = BUILD_TIMEOUT) -> subprocess.CompletedPro
 
 
 def _folder(env: dict, python: str = sys.executable) -> Path:
-    out = subprocess.run([python, "-c", "from unrolled import native; print(native.build_folder())"],
+    out = subprocess.run([python, "-c", "from unrolled.kernels import native; print(native.build_folder())"],
                          env=env, capture_output=True, text=True, timeout=120, check=True)
     return Path(out.stdout.strip())
 
@@ -237,7 +237,7 @@ def test_two_environments_never_share_a_build_folder(tmp_path):
                    check=True, timeout=120)
     python = venv / ("Scripts" if sys.platform == "win32" else "bin") / "python"
     env = _env(tmp_path / "extensions")
-    show = ("import sys, torch, unrolled; from unrolled import native; "
+    show = ("import sys, torch, unrolled; from unrolled.kernels import native; "
             "print(sys.prefix); print(torch.__version__); print(unrolled.__file__); print(native.build_folder())")
     ours, theirs = [subprocess.run([p, "-c", show], env=env, capture_output=True, text=True, timeout=120,
                                    check=True).stdout.splitlines() for p in (sys.executable, str(python))]

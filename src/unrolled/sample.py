@@ -94,36 +94,13 @@ def generate(model, length: int = 500, temperature: float = 1.0, top_k: int | No
         x = torch.tensor(ids, device=device).unsqueeze(0).expand(num_samples, -1)  # (N, P)
         logits, state = model(x)  # (N, P, V): the prime in one fused pass
         last = logits[:, -1]  # (N, V)
-        step = _stepper(model, num_samples, state)
+        stepper = model.stepper(num_samples, state)  # then one character at a time (CharLM.stepper)
         for _ in range(length):
             nxt = choose(last, temperature, argmax, top_k, top_p, generator)  # (N,)
             yield nxt
-            last = step(nxt)  # (N, V)
+            last = stepper.logits(nxt)  # (N, V)
     finally:
         model.train(was_training)
-
-
-def _stepper(model, batch: int, state):
-    """One character in, the next logits (B, V) out, the state carried inside.
-
-    `kernels.StepSampler` (preallocated buffers, the embedding folded into the first layer)
-    measured 2-3x faster than a step through the model at batch 1 on the CPU
-    (docs/performance.md); layers it does not cover (deep or bidirectional) step through the model.
-    """
-    from unrolled.kernels import StepSampler
-
-    try:
-        sampler = StepSampler(model, batch=batch)
-    except ValueError:
-        box = [state]
-
-        def through_model(nxt):
-            logits, box[0] = model(nxt.unsqueeze(1), box[0])  # (B, 1, V)
-            return logits[:, -1]
-
-        return through_model
-    sampler.reset(state)
-    return sampler.logits
 
 
 def sample(model, length: int = 500, temperature: float = 1.0, top_k: int | None = None,
