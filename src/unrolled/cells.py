@@ -43,6 +43,8 @@ CELLS: dict[str, CellFacts] = {
 def facts(cell) -> CellFacts:
     """The facts of a cell given by name ("lstm") or by a layer or model with a `.kind` (our cells
     and layers, any subclass of them) or a `.cell` (the topologies) naming one."""
+    if isinstance(cell, CellFacts):
+        return cell
     name = cell
     if not isinstance(cell, str):
         name = getattr(cell, "kind", None)

@@ -3,14 +3,13 @@
 Shapes (always batch first): x (B, T, D), output (B, T, H * directions),
 state (L * directions, B, H), or a tuple (h, c) of two such tensors for the LSTM.
 
-The same parameters run on two paths:
+The same parameters run on three paths:
 
-* the **readable** path (`layer.readable(...)`): a Python loop over time that calls the
+* the **readable** path (`layer.readable(...)`, here): a Python loop over time that calls the
   hand-written step of `cells.py`; it can record every state and gate at every step;
-* the **fast** path (`layer.fast(...)`): PyTorch's fused sequence kernels (oneDNN on CPU, cuDNN
-  on GPU), the very functions `torch.nn.RNN/LSTM/GRU` call, over our parameters.
-
-* the **kernel** path (`layer.kernel(...)`): our own sequence kernels (`unrolled.kernels`): one
+* the **fast** path (`layer.fast(...)`, `unrolled.fused`): PyTorch's fused sequence kernels
+  (oneDNN on CPU, cuDNN on GPU), the very functions `torch.nn.RNN/LSTM/GRU` call, over our parameters;
+* the **kernel** path (`layer.kernel(...)`, `unrolled.kernels`): our own sequence kernels: one
   matrix product for the input projection of all steps, one per weight gradient, a hand-written
   backward (padding `lengths` go to the fused path).
 
@@ -18,8 +17,7 @@ The same parameters run on two paths:
 readable loop for a deep transition, our kernel where `unrolled bench` measured it ahead
 (`kernels.KERNEL_WINS`), else the fused one), "fast", "kernel" or "readable". Training uses the
 default; recording activations uses `readable(..., record=True)`. docs/performance.md has the
-measurements.
-tests/test_recurrent.py proves both paths equal `torch.nn` and each other.
+measurements; tests/test_recurrent.py proves the paths equal `torch.nn` and each other.
 
 Parameter names and order are torch.nn's: for every layer k and direction,
 weight_ih_l{k}[_reverse] (G*H, D_k), weight_hh_l{k}[_reverse] (G*H, H),
@@ -32,10 +30,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from unrolled.cells import NONLINEARITIES, NUM_GATES, gru_step, init_uniform_, lstm_step, rnn_step
+from unrolled.cells import NONLINEARITIES, facts, gru_step, init_uniform_, lstm_step, rnn_step
 from unrolled.deep import MLP, DeepTransition, check_depths
+from unrolled.fused import run_fused
+from unrolled.kernels import prefers_kernel, run_layers
 
 PATHS = ("fast", "readable", "auto", "kernel")
 
@@ -77,7 +76,7 @@ class Recurrent(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.dropout, self.bidirectional, self.path = bias, float(dropout), bidirectional, path
         self.num_directions = 2 if bidirectional else 1
-        gh = NUM_GATES[self.kind] * hidden_size
+        gh = facts(self).num_gates * hidden_size
         kw = {"device": device, "dtype": dtype}
         self._weight_names: list[str] = []  # torch.nn's _flat_weights_names order
         for k in range(num_layers):
@@ -118,6 +117,10 @@ class Recurrent(nn.Module):
         get = lambda stem: getattr(self, f"{stem}_l{k}{suffix}", None)  # noqa: E731
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
+    def flat_weights(self) -> list[Tensor]:
+        """Every parameter of the recurrence in torch.nn's order (its `_flat_weights`)."""
+        return [getattr(self, name) for name in self._weight_names]
+
     @property
     def output_size(self) -> int:
         return self.hidden_size * self.num_directions
@@ -156,7 +159,7 @@ class Recurrent(nn.Module):
             raise ValueError(f"{type(self).__name__} expects a state of shape {want} "
                              f"(layers * directions, B, H), got {got}")
 
-    # --- the two paths -------------------------------------------------------------------------
+    # --- the three paths -----------------------------------------------------------------------
     def forward(self, x: Tensor, state=None, lengths=None):
         """x (B, T, D), state or None (zeros), lengths (B,) or None -> (output (B, T, H*dirs), state).
 
@@ -175,7 +178,6 @@ class Recurrent(nn.Module):
         """"auto": readable without a fused kernel, ours where the benchmark shows it wins, else fused."""
         if not self.has_fast_path:
             return "readable"
-        from unrolled.kernels import prefers_kernel  # here, not at import: kernels is optional work
         return "kernel" if lengths is None and prefers_kernel(self, x) else "fast"
 
     has_fast_path = True
@@ -236,18 +238,7 @@ class Recurrent(nn.Module):
             raise ValueError(f"{type(self).__name__} with a deep transition has no fused kernel; "
                              "use path='readable' or path='auto'")
         state, lengths = self._check(x, state, lengths)
-        x = self._input_transform(x)
-        weights = [getattr(self, n) for n in self._weight_names]
-        args = (weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-        if lengths is None:
-            out, final = self._fused(x, state, args, batch_first=True)
-        else:
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            s = self._permute_state(state, packed.sorted_indices)
-            out, final = self._fused(packed.data, s, args, batch_sizes=packed.batch_sizes)
-            out = packed._replace(data=out)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-            final = self._permute_state(final, packed.unsorted_indices)
+        out, final = run_fused(self, self._input_transform(x), state, lengths)  # (B, T, H*dirs)
         return self._output_transform(out), final
 
     def kernel(self, x: Tensor, state=None, lengths=None):
@@ -259,7 +250,6 @@ class Recurrent(nn.Module):
                              "use path='readable' or path='auto'")
         if lengths is not None:
             return self.fast(x, state, lengths)
-        from unrolled.kernels import run_layers
         state, _ = self._check(x, state, None)
         out, finals = run_layers(self, self._input_transform(x), state)  # (B, T, H*dirs)
         return self._output_transform(out), self._stack_states(finals)
@@ -269,20 +259,20 @@ class Recurrent(nn.Module):
         """-> (new state, output h (B, H), gates dict)."""
         raise NotImplementedError
 
-    def _fused(self, x, state, args, batch_first=False, batch_sizes=None):
-        raise NotImplementedError
-
+    # A state is one tensor, or the LSTM's pair (h, c) of them: these act on each part.
     def _select_state(self, state, i):
-        return state[i]
+        """Layer-direction i: (L*dirs, B, H) -> (B, H)."""
+        return tuple(s[i] for s in state) if isinstance(state, (tuple, list)) else state[i]
 
     def _stack_states(self, finals):
+        if isinstance(finals[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*finals))  # each (L*dirs, B, H)
         return torch.stack(finals)  # (L*dirs, B, H)
-
-    def _permute_state(self, state, index):
-        return state.index_select(1, index.to(state.device))
 
     @staticmethod
     def _where(valid, new, old):
+        if isinstance(new, tuple):
+            return tuple(torch.where(valid, n, o) for n, o in zip(new, old))
         return torch.where(valid, new, old)
 
     def _extra_state(self, s) -> dict:
@@ -352,12 +342,6 @@ class RNN(Recurrent):
             h_new = self.transitions[f"l{k}{suffix}"](h_new, h)  # (B, H)
         return h_new, h_new, {}
 
-    def _fused(self, x, state, args, batch_first=False, batch_sizes=None):
-        fn = torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
-        if batch_sizes is None:
-            return fn(x, state, *args, batch_first)
-        return fn(x, batch_sizes, state, *args)
-
 
 class GRU(Recurrent):
     """The gated recurrent unit, stacked (gate order r, z, n, as torch.nn.GRU):
@@ -375,11 +359,6 @@ class GRU(Recurrent):
     def _step(self, x_t, h, w, k, suffix):
         h_new, gates = gru_step(x_t, h, *w)
         return h_new, h_new, gates
-
-    def _fused(self, x, state, args, batch_first=False, batch_sizes=None):
-        if batch_sizes is None:
-            return torch._VF.gru(x, state, *args, batch_first)
-        return torch._VF.gru(x, batch_sizes, state, *args)
 
 
 class LSTM(Recurrent):
@@ -409,32 +388,12 @@ class LSTM(Recurrent):
         for s in state:
             super()._check_state(s, batch)
 
-    def _select_state(self, state, i):
-        return (state[0][i], state[1][i])
-
-    def _stack_states(self, finals):
-        return (torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals]))
-
-    def _permute_state(self, state, index):
-        return tuple(s.index_select(1, index.to(s.device)) for s in state)
-
-    @staticmethod
-    def _where(valid, new, old):
-        return tuple(torch.where(valid, n, o) for n, o in zip(new, old))
-
     def _extra_state(self, s):
         return {"c": s[1]}
 
     def _step(self, x_t, s, w, k, suffix):
         (h, c), gates = lstm_step(x_t, s, *w)
         return (h, c), h, gates
-
-    def _fused(self, x, state, args, batch_first=False, batch_sizes=None):
-        if batch_sizes is None:
-            out, h, c = torch._VF.lstm(x, tuple(state), *args, batch_first)
-        else:
-            out, h, c = torch._VF.lstm(x, batch_sizes, tuple(state), *args)
-        return out, (h, c)
 
 
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}

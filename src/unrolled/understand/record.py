@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unrolled.cells import CELLS
+from unrolled.cells import CELLS, CellFacts, facts
 from unrolled.errors import UserError
 
 # Old names, derived from cells.CELLS, kept while their users move to `cells.facts`.
@@ -151,16 +151,7 @@ def record(model, text: str, keys=None, positions=None, probs: bool = True, stre
     warmup      characters of context each stream but the first reads before its start
     """
     rnn = model.rnn
-    kind = type(rnn).__name__.lower()
-    if kind not in STATE_KEYS:
-        raise UserError(f"cannot record a {type(rnn).__name__}; record works on RNN, LSTM and GRU")
-    if getattr(rnn, "bidirectional", False):
-        raise UserError("a bidirectional model reads the future; record needs a left-to-right model")
-    all_keys = STATE_KEYS[kind]
-    keys = tuple(all_keys if keys is None else keys)
-    for k in keys:
-        if k not in all_keys:
-            raise UserError(f"a {kind} layer records {', '.join(all_keys)}, not {k!r}")
+    cell, keys = _recordable(rnn, keys)
     ids = encode_text(model, text, name)
     N = len(ids)
     if N == 0:
@@ -171,34 +162,69 @@ def record(model, text: str, keys=None, positions=None, probs: bool = True, stre
     S = _default_streams(N) if streams is None else max(1, min(int(streams), N))
     Ls = -(-N // S)  # characters per stream; the last stream is padded at its end
     S = -(-N // Ls)  # no stream made only of padding
-    H, L, V = rnn.hidden_size, rnn.num_layers, len(_vocab_chars(model.vocab))
     was_training = model.training
     model.eval()
-    param = next(model.parameters())
+    device = next(model.parameters()).device
+    grid = _streams_of(ids, S, Ls).to(device)  # (S, Ls)
+    next_grid = _streams_of(np.append(ids[1:], 0), S, Ls).to(device)  # (S, Ls): the character after each
+    state = _warm_state(model, ids, S, Ls, warmup, device)
+    states, kept_probs, logp_next = _run_windows(model, grid, next_grid, state, positions, keys, window,
+                                                 N, probs)
+    model.train(was_training)
+    meta = {"streams": S, "stream_length": Ls, "window": window, "warmup": int(warmup) if S > 1 else 0}
+    return Recording(text, positions, states, kept_probs, logp_next, _vocab_chars(model.vocab),
+                     cell.name, rnn.num_layers, rnn.hidden_size, meta)
 
+
+def _recordable(rnn, keys) -> tuple[CellFacts, tuple[str, ...]]:
+    """The layer's cell facts and the keys to record (all it has by default), or a UserError."""
+    try:
+        cell = facts(rnn)
+    except ValueError:
+        raise UserError(f"cannot record a {type(rnn).__name__}; record works on RNN, LSTM and GRU") from None
+    if getattr(rnn, "bidirectional", False):
+        raise UserError("a bidirectional model reads the future; record needs a left-to-right model")
+    keys = tuple(cell.state_keys if keys is None else keys)
+    for k in keys:
+        if k not in cell.state_keys:
+            raise UserError(f"a {cell.name} layer records {', '.join(cell.state_keys)}, not {k!r}")
+    return cell, keys
+
+
+def _streams_of(ids: np.ndarray, S: int, Ls: int) -> torch.Tensor:
+    """(S, Ls): the N indices cut into S contiguous streams of Ls, the last padded with index 0."""
     grid = np.zeros(S * Ls, dtype=np.int64)
-    grid[:N] = ids
-    grid = torch.from_numpy(grid.reshape(S, Ls)).to(param.device)  # (S, Ls)
+    grid[:len(ids)] = ids
+    return torch.from_numpy(grid.reshape(S, Ls))
+
+
+def _warm_state(model, ids, S: int, Ls: int, warmup: int, device):
+    """The state each stream starts from: after reading the `warmup` characters before it, or None
+    (zeros) without warmup."""
+    if warmup <= 0 or S <= 1:
+        return None
+    w = min(int(warmup), Ls)
+    lead = torch.from_numpy(_leads(ids, S, Ls, w)).to(device)  # (S, w)
+    _, state = model.rnn.readable(model.embed(lead), None)
+    # The first stream starts at the text's start; a stream with less than w characters
+    # before it would read padding, so it starts from zeros too.
+    return _zero_rows(state, [s for s in range(S) if s * Ls < w])
+
+
+def _run_windows(model, grid, next_grid, state, positions, keys, window: int, N: int, probs: bool):
+    """All streams advance `window` characters at a time, the state carried; keep the chosen
+    quantities at the kept positions, and log p of every next character.
+
+    -> (states {"h0": (K, H), ...}, probs (K, V) or None, logp_next (N,))."""
+    S, Ls = grid.shape
+    rnn, device = model.rnn, grid.device
+    H, L, V = rnn.hidden_size, rnn.num_layers, len(_vocab_chars(model.vocab))
     out_states = {f"{k}{l}": np.empty((positions.size, H), dtype=np.float32) for k in keys for l in range(L)}
     out_probs = np.empty((positions.size, V), dtype=np.float32) if probs else None
     logp_next = np.full(N, np.nan, dtype=np.float32)
-    next_ids = torch.from_numpy(np.append(ids[1:], 0).astype(np.int64))
-    next_grid = torch.zeros(S * Ls, dtype=torch.long)
-    next_grid[:N] = next_ids
-    next_grid = next_grid.view(S, Ls).to(param.device)  # (S, Ls)
-
     # Kept characters, grouped by the window that computes them.
     stream_of, offset_of = positions // Ls, positions % Ls
     window_of = offset_of // window
-
-    state = None
-    if warmup > 0 and S > 1:
-        w = min(int(warmup), Ls)
-        lead = torch.from_numpy(_leads(ids, S, Ls, w)).to(param.device)  # (S, w)
-        _, state = rnn.readable(model.embed(lead), None)
-        # The first stream starts at the text's start; a stream with less than w characters
-        # before it would read padding, so it starts from zeros too.
-        state = _zero_rows(state, [s for s in range(S) if s * Ls < w])
     for k0 in range(0, Ls, window):
         idx = grid[:, k0:k0 + window]  # (S, W)
         out, state, trace = rnn.readable(model.embed(idx), state, record=True)  # out (S, W, H)
@@ -211,17 +237,14 @@ def record(model, text: str, keys=None, positions=None, probs: bool = True, stre
         sel = np.nonzero(window_of == k0 // window)[0]
         if sel.size == 0:
             continue
-        s_t = torch.from_numpy(stream_of[sel]).to(param.device)
-        o_t = torch.from_numpy(offset_of[sel] - k0).to(param.device)
+        s_t = torch.from_numpy(stream_of[sel]).to(device)
+        o_t = torch.from_numpy(offset_of[sel] - k0).to(device)
         for l in range(L):
             for k in keys:
                 out_states[f"{k}{l}"][sel] = trace[l][k][s_t, o_t].float().cpu().numpy()  # (n, H)
         if probs:
             out_probs[sel] = logp[s_t, o_t].exp().cpu().numpy()  # (n, V)
-    model.train(was_training)
-    meta = {"streams": S, "stream_length": Ls, "window": window, "warmup": int(warmup) if S > 1 else 0}
-    return Recording(text, positions, out_states, out_probs, logp_next, _vocab_chars(model.vocab),
-                     kind, L, H, meta)
+    return out_states, out_probs, logp_next
 
 
 def _leads(ids, S, Ls, w) -> np.ndarray:

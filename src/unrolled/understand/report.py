@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import time
+from html import escape
 from pathlib import Path
 
 import numpy as np
 
+from unrolled.cells import facts
 from unrolled.errors import UserError
 from unrolled.understand import features as feats
 from unrolled.understand import render
@@ -58,9 +60,8 @@ def cells(model, text: str, features=None, language: str = "auto", top: int = 5,
     drawn per feature; warmup: characters each parallel stream reads before its start."""
     seconds = {}
     t0 = time.perf_counter()
-    kind = type(model.rnn).__name__.lower()
     if states is None:
-        states = ("h", "c") if kind == "lstm" else ("h",)
+        states = facts(model.rnn).carries  # the carried state: h and c for an LSTM, h otherwise
     language = feats.guess_language(text) if language == "auto" else language
     N = len(text)
     scored = sample_positions(N, sample)
@@ -115,20 +116,18 @@ def report_html(excerpt: str, values: np.ndarray, names: list[str], labels: dict
                 rec, at_excerpt: np.ndarray, a: int, shown: int, info: dict) -> str:
     """The HTML page of a search: the table, then per feature its labels and best units over the
     excerpt, then the model's predictions on the excerpt with top-5 guesses on hover."""
-    import html as h
-
     b = a + len(excerpt)
     rows = []
     for feature, entry in ranking.items():
         best = entry["best"]
-        cells_ = "".join(f"<td>{h.escape(u['unit'])}</td><td>{signed(u)}</td>" for u in best[:3])
+        cells_ = "".join(f"<td>{escape(u['unit'])}</td><td>{signed(u)}</td>" for u in best[:3])
         pos = f"{entry['positives']:.1%}" if entry["positives"] is not None else ""
-        rows.append(f"<tr><td>{h.escape(feature)}</td><td>{entry['metric']}</td><td>{pos}</td>{cells_}</tr>")
+        rows.append(f"<tr><td>{escape(feature)}</td><td>{entry['metric']}</td><td>{pos}</td>{cells_}</tr>")
     table = ("<table><tr><th>feature</th><th>metric</th><th>positives</th>"
              "<th>best unit</th><th>score</th><th>2nd</th><th>score</th><th>3rd</th><th>score</th></tr>"
              + "".join(rows) + "</table>")
     parts = [f"<p>{info['chars']:,} characters, {info['scored_chars']:,} scored, {info['units']} units "
-             f"({h.escape(', '.join(sorted({n.split(':')[0] for n in names})))}); language {info['language']}; "
+             f"({escape(', '.join(sorted({n.split(':')[0] for n in names})))}); language {info['language']}; "
              f"the model's bits per character on this text: {info['bits_per_char']:.3f}.</p>",
              table, render.legend()]
     for feature, entry in ranking.items():
@@ -138,7 +137,7 @@ def report_html(excerpt: str, values: np.ndarray, names: list[str], labels: dict
         row_list = [(f"{feature} (the feature itself)", lab)]
         row_list += [(f"{u['unit']}  {entry['metric']} {signed(u)}", values[:, u["index"]])
                      for u in entry["best"][:shown]]
-        parts.append(f"<h2>{h.escape(feature)}</h2>" + render.units_block(excerpt, row_list))
+        parts.append(f"<h2>{escape(feature)}</h2>" + render.units_block(excerpt, row_list))
     # predictions: p of each character under the step before it, with that step's top-5
     if rec.probs is not None:
         g = np.arange(a, b)  # character g was predicted at step g - 1

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from unrolled.understand.record import SIGMOID_GATES, Recording
+from unrolled.cells import facts
+from unrolled.understand.record import Recording
 
 
 def gate_saturation(rec: Recording, low: float = 0.1, high: float = 0.9) -> dict[str, dict]:
     """{"f0": {"gate": "f", "layer": 0, "left": (H,), "right": (H,)}, ...} for every recorded
     sigmoid gate, fractions over the recording's kept characters."""
     out = {}
-    for gate in SIGMOID_GATES[rec.kind]:
+    for gate in facts(rec.kind).sigmoid_gates:
         for layer in range(rec.num_layers):
             values = rec.states.get(f"{gate}{layer}")
             if values is None:

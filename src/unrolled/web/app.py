@@ -127,6 +127,14 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
     requests for other Host names, which stops a web page elsewhere from reaching this server
     through a DNS name rebound to 127.0.0.1; None allows any."""
     body_limit = explorer.max_chars * 4 + MAX_BODY_EXTRA  # UTF-8 needs up to 4 bytes a character
+    routes = page_routes() + text_routes(explorer, body_limit) + unit_routes(explorer) + sample_routes(explorer)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers={UserError: user_error, HTTPException: http_error, Exception: server_error})
+
+
+def page_routes() -> list[Route]:
+    """The page and its static files."""
     static_files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
 
     def static(name: str) -> Response:
@@ -143,6 +151,12 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
 
     async def static_file(request: Request):
         return static(request.path_params["name"])
+
+    return [Route("/", index), Route("/static/{name:path}", static_file)]
+
+
+def text_routes(explorer: Explorer, body_limit: int) -> list[Route]:
+    """The model's description, the server's files, and the texts the page is shown."""
 
     async def info(request: Request):
         return JSONResponse(explorer.info())
@@ -163,6 +177,14 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
         text = field(obj, "text", str)
         name = field(obj, "name", str, "pasted text")
         return JSONResponse(await run_in_threadpool(explorer.add_text, text, name))
+
+    return [Route("/api/info", info), Route("/api/files", files), Route("/api/texts", texts),
+            Route("/api/text", text_get, methods=["GET"]), Route("/api/text", text_post, methods=["POST"])]
+
+
+def unit_routes(explorer: Explorer) -> list[Route]:
+    """What the model computes over a text: activations, predictions, features and the units
+    that track them, select and match, gate saturation."""
 
     async def activations(request: Request):
         args = (query_str(request, "text"), query_int(request, "layer", 0), query_str(request, "kind", "h"),
@@ -199,6 +221,15 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
     async def saturation(request: Request):
         return JSONResponse(await run_in_threadpool(explorer.saturation, query_str(request, "text")))
 
+    return [Route("/api/activations", activations), Route("/api/predictions", predictions),
+            Route("/api/bits", bits), Route("/api/features", feature_list), Route("/api/feature", feature),
+            Route("/api/units", units), Route("/api/select", select, methods=["POST"]),
+            Route("/api/saturation", saturation)]
+
+
+def sample_routes(explorer: Explorer) -> list[Route]:
+    """Text sampled from the model, streamed to the page as server-sent events."""
+
     async def sample(request: Request):
         top_k = query_int(request, "top_k", None)
         seed = query_int(request, "seed", None)
@@ -218,27 +249,20 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def user_error(request: Request, exc: UserError):
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+    return [Route("/api/sample", sample)]
 
-    async def http_error(request: Request, exc: HTTPException):
-        message = {404: f"no such page or API route: {request.url.path[:100]}; the API is listed in docs/viewer.md",
-                   405: f"{request.method} is not allowed on {request.url.path[:100]}"}.get(exc.status_code, exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code)
 
-    async def server_error(request: Request, exc: Exception):
-        # A bug of ours, not the user's: still one JSON sentence, never a traceback page.
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); please report it"}, status_code=500)
+# --- errors as one JSON sentence -------------------------------------------------------------------
+async def user_error(request: Request, exc: UserError):
+    return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
 
-    routes = [
-        Route("/", index), Route("/static/{name:path}", static_file),
-        Route("/api/info", info), Route("/api/files", files), Route("/api/texts", texts),
-        Route("/api/text", text_get, methods=["GET"]), Route("/api/text", text_post, methods=["POST"]),
-        Route("/api/activations", activations), Route("/api/predictions", predictions),
-        Route("/api/bits", bits), Route("/api/features", feature_list), Route("/api/feature", feature),
-        Route("/api/units", units), Route("/api/select", select, methods=["POST"]),
-        Route("/api/saturation", saturation), Route("/api/sample", sample),
-    ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
-    return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers={UserError: user_error, HTTPException: http_error, Exception: server_error})
+
+async def http_error(request: Request, exc: HTTPException):
+    message = {404: f"no such page or API route: {request.url.path[:100]}; the API is listed in docs/viewer.md",
+               405: f"{request.method} is not allowed on {request.url.path[:100]}"}.get(exc.status_code, exc.detail)
+    return JSONResponse({"error": message}, status_code=exc.status_code)
+
+
+async def server_error(request: Request, exc: Exception):
+    # A bug of ours, not the user's: still one JSON sentence, never a traceback page.
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); please report it"}, status_code=500)

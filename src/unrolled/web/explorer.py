@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from unrolled.cells import CELLS, facts
+from unrolled.cells import facts
 from unrolled.errors import UserError
 from unrolled.understand import features as feats
 from unrolled.understand import search
-from unrolled.understand.record import SIGMOID_GATES, STATE_KEYS, Recording, fit_to_vocabulary, record
+from unrolled.text import read_file
+from unrolled.understand.record import Recording, fit_to_vocabulary, record
 from unrolled.understand.report import signed
 from unrolled.understand.saturation import gate_saturation
 
@@ -43,14 +44,14 @@ MAX_PREDICTION_SPAN = 2_000  # positions in one predictions request
 MAX_SAMPLE = 5_000  # characters one sample request may generate
 MAX_TOP = 100  # ranked units per feature
 
-# The state kinds recorded together in one pass (the first group carries the predictions).
+
 def groups(cell) -> tuple[tuple[str, ...], ...]:
-    """The carried state, then the gates (if the cell has any): cells.facts in the viewer's two groups."""
+    """The state kinds recorded together in one pass: the carried state (h, and the LSTM's c),
+    which also carries the predictions, then the gates if the cell has any."""
     f = facts(cell)
     return (f.carries,) + ((f.gates,) if f.gates else ())
 
 
-GROUPS = {name: groups(name) for name in CELLS}  # old name, kept while its users move to `groups`
 # What each state kind is, for the page's menu (the record module's keys).
 KIND_NAMES = {"h": "hidden state h", "c": "cell state c", "i": "input gate i", "f": "forget gate f",
               "g": "candidate g", "o": "output gate o", "r": "reset gate r", "z": "update gate z",
@@ -98,8 +99,9 @@ class Explorer:
         self.keep_recorded = int(keep_recorded)
         self.stream_chars, self.warmup = int(stream_chars), int(warmup)
         self._recorded: OrderedDict[str, None] = OrderedDict()  # ids of texts holding recordings, oldest first
-        self.kind = type(model.rnn).__name__.lower()
-        self.keys = STATE_KEYS[self.kind]
+        self.cell = facts(model.rnn)
+        self.kind = self.cell.name
+        self.keys = self.cell.state_keys
         self.num_layers = model.rnn.num_layers
         self.hidden_size = model.rnn.hidden_size
         self.chars = list(model.vocab.chars)
@@ -138,7 +140,6 @@ class Explorer:
         if not isinstance(name, str) or name not in self.files:
             listed = ", ".join(sorted(self.files)) or "none"
             raise NotFound(f"no text file named {str(name)[:100]!r} on this server; choose one of: {listed}")
-        from unrolled.text import read_file
         text = read_file(self.files[name], suggest_byte_level=False)
         file_chars = None
         if len(text) > self.max_chars:
@@ -184,12 +185,12 @@ class Explorer:
         with entry.lock:
             rec = entry.recordings.get(key)
             if rec is None:
-                group = next(g for g in GROUPS[self.kind] if key in g)
+                group = next(g for g in groups(self.cell) if key in g)
                 N = len(entry.text)
                 streams = -(-N // self.stream_chars)  # ceil: streams of at most stream_chars
                 rec = record(self.model, entry.text, keys=group, probs=(group[0] == "h"), streams=streams,
                              window=256, warmup=self.warmup if streams > 1 else 0, name=entry.name)
-                if any(k in SIGMOID_GATES[self.kind] for k in group):
+                if any(k in self.cell.sigmoid_gates for k in group):
                     entry.saturation = gate_saturation(rec)  # exact: a gate at 0.9001 is above 0.9
                 rec.states = {k: v.astype(np.float16) for k, v in rec.states.items()}
                 for k in group:
@@ -331,7 +332,7 @@ class Explorer:
     def saturation(self, tid) -> dict:
         """Fraction of characters each sigmoid gate unit spends below 0.1 and above 0.9."""
         entry = self.entry(tid)
-        gates = SIGMOID_GATES[self.kind]
+        gates = self.cell.sigmoid_gates
         if not gates:
             return {"text": entry.id, "gates": [], "note": "a vanilla RNN has no gates"}
         out = []
@@ -361,7 +362,7 @@ def value_range(cell: str, key: str, block: np.ndarray) -> list[float]:
     """The values the colour scale spans: a sigmoid gate is centred on 0.5 in [0, 1]; tanh
     quantities (h, candidates) on 0 in [-1, 1]; the unbounded LSTM cell state on 0 within its
     largest magnitude in the block shown."""
-    if key in SIGMOID_GATES.get(cell, ()):
+    if key in facts(cell).sigmoid_gates:
         return [0.0, 1.0]
     if key == "c":
         m = float(np.abs(block).max()) if block.size else 1.0
