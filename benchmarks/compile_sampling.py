@@ -3,7 +3,7 @@ three ways, interleaved, median of repeats:
 
     eager     the step written plainly (embedding, two LSTM cells, head)
     compiled  the same function through torch.compile (inductor)
-    stepper   unrolled.kernels.StepSampler (preallocated state, folded embedding)
+    stepper   CharLM.stepper (kernels.RecurrentStep: preallocated state, folded embedding)
 
     python benchmarks/compile_sampling.py [--threads 1] [--steps 200] [--repeats 5]
 
@@ -17,7 +17,6 @@ import time
 import torch
 
 from unrolled.bench import make_lm
-from unrolled.kernels import StepSampler
 from unrolled.text import Vocabulary
 
 
@@ -30,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     vocab = Vocabulary([chr(c) for c in range(32, 127)])
     lm = make_lm("lstm", 256, 2, vocab, torch.device("cpu")).eval()
-    stepper = StepSampler(lm, 1)
+    stepper = lm.stepper(1)
 
     def step(idx, h, c):
         x = lm.embedding(idx)  # (1, E)

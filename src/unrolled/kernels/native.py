@@ -8,14 +8,14 @@ against the readable loop).
 The cache. The library lives in one folder per build, `build_folder()`:
 `<root>/<name>/<name>.so`, where root is `TORCH_EXTENSIONS_DIR` or else torch's default
 extension root (`~/.cache/torch_extensions/py311_cpu` and the like), and name is
-`unrolled_native_` + a hash of the source text (`csrc/steps.cpp` and the headers it includes
-from `csrc/`), the compiler flags, torch's version, Python's
-version, the CPU's flags and the environment (`sys.prefix`). Two environments, or two
-checkouts with different sources, never share a folder, so they never rebuild each other's.
-The folder only ever holds a complete library: a build runs in a private temporary folder
-inside it (`build-*`, through `torch.utils.cpp_extension.load`) and the finished `.so` is
-moved into place with `os.replace`. Loading a finished one is `torch.ops.load_library` and
-nothing else (silent, no lock, no torch "baton").
+`unrolled_native_` + a hash of the source text (`csrc/steps.cpp` and the `HEADERS` it includes),
+the compiler flags, torch's version, Python's version, the CPU's flags and the environment
+(`sys.prefix`). Two environments, or two checkouts with different sources, never share a
+folder, so they never rebuild each other's. The folder only ever holds a complete library: a
+build runs in a private temporary folder inside it (`build-*`, through
+`torch.utils.cpp_extension.load`) and the finished `.so` is moved into place with `os.replace`.
+Loading a finished one is `torch.ops.load_library` and nothing else (silent, no lock, no torch
+"baton").
 
 The lock. Only a process that finds no library builds, and only while it holds an OS lock
 (`fcntl.flock`) on `<folder>/build.lock`, with its pid written in the file. The lock dies with
