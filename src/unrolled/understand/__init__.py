@@ -2,6 +2,7 @@
 
     record      run a model over a text, keep every state, gate and prediction (NumPy arrays)
     features    label every character of a text (in a comment, bracket depth, ...)
+    lexer       where a text's comments, strings and code are (what the features build on)
     search      score every unit against every feature; the LSTMVis select and match query
     saturation  how often each gate is shut (< 0.1) or wide open (> 0.9)
     ngram       a Kneser-Ney n-gram baseline and the error analysis against it

@@ -13,10 +13,9 @@ Two kinds of feature:
 * numeric (a number per character): position in the line, length of the line, bracket
   nesting depth, brace depth, indentation depth; scored by Pearson correlation.
 
-Code is lexed once by one regular expression that finds comments, string and character
-literals in order of position, so a `"/*"` inside a string is a string and a `"` inside a
-comment is comment. Brackets are counted only in code (not in comments, strings, or C
-preprocessor lines, whose braces belong to macros).
+Code is lexed once (`lexer.py`: comments, string and character literals in order of
+position). Brackets are counted only in code (not in comments, strings, or C preprocessor
+lines, whose braces belong to macros).
 
 Users add their own: `regex_feature(pattern)` (inside a match) or any Python function
 `text -> array of length len(text)`, registered with `register`.
@@ -24,6 +23,7 @@ Users add their own: `regex_feature(pattern)` (inside a match) or any Python fun
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -31,102 +31,7 @@ from typing import Callable
 import numpy as np
 
 from unrolled.errors import UserError
-
-LANGUAGES = ("c", "python", "prose")
-
-# One scanner per language: the first alternative that matches at the leftmost position wins,
-# and the scan resumes after it, so what is inside a comment is never seen as a string.
-_C_TOKENS = re.compile(r"""
-    (?P<line_comment>//[^\n]*)
-  | (?P<block_comment>/\*.*?(?:\*/|\Z))
-  | (?P<string>"(?:\\.|[^"\\\n])*(?:"|$))
-  | (?P<char>'(?:\\.|[^'\\\n])*(?:'|$))
-""", re.VERBOSE | re.DOTALL | re.MULTILINE)
-_PY_TOKENS = re.compile(r"""
-    (?P<line_comment>\#[^\n]*)
-  | (?P<string>(?:\b[rRbBuUfF]{1,2})?(?:'''(?:\\.|[^\\])*?(?:'''|\Z)|\"\"\"(?:\\.|[^\\])*?(?:\"\"\"|\Z)
-        |'(?:\\.|[^'\\\n])*(?:'|$)|"(?:\\.|[^"\\\n])*(?:"|$)))
-""", re.VERBOSE | re.DOTALL | re.MULTILINE)
-_C_PREPROCESSOR = re.compile(r"^[ \t]*#(?:\\\n|[^\n])*", re.MULTILINE)
-
-
-@dataclass
-class Lexed:
-    """Per-character masks of a text's lexical regions (True = inside, after reading it)."""
-
-    comment: np.ndarray
-    string: np.ndarray
-    code: np.ndarray  # not in a comment, string or character literal (delimiters excluded)
-
-
-def guess_language(text: str) -> str:
-    """'c', 'python' or 'prose', from a few telltale tokens in the first 100k characters."""
-    head = text[:100_000]
-    c = head.count(";\n") + head.count("/*") + head.count("#include") + head.count("{\n")
-    py = head.count("def ") + head.count("import ") + head.count(":\n") + head.count("self.")
-    if max(c, py) < 5:
-        return "prose"
-    return "c" if c >= py else "python"
-
-
-def _token_kind(m: re.Match) -> str:
-    return m.lastgroup
-
-
-@functools.lru_cache(maxsize=4)
-def lex(text: str, language: str = "c") -> Lexed:
-    """Comment, string-literal and code masks of `text` (see the module doc for the convention).
-
-    Cached: several features lex the same text. Treat the masks as read-only."""
-    N = len(text)
-    comment = np.zeros(N, dtype=bool)
-    string = np.zeros(N, dtype=bool)
-    code = np.ones(N, dtype=bool)
-    if language == "prose":
-        return Lexed(comment, string, code)
-    scanner = _C_TOKENS if language == "c" else _PY_TOKENS
-    for m in scanner.finditer(text):
-        a, b = m.span()
-        kind = _token_kind(m)
-        code[a:b] = False
-        closed = kind == "line_comment" or _is_closed(text, kind, a, b)
-        if kind == "line_comment":
-            comment[a + (2 if language == "c" else 1) - 1:b] = True  # known after '//' or '#'
-        elif kind == "block_comment":
-            comment[a + 1:b - 1 if closed else b] = True  # from the '*' of '/*' to before the last '/'
-        elif kind == "string":
-            string[a + _prefix_len(text, a):b - 1 if closed else b] = True  # the closing quote is outside
-    return Lexed(comment, string, code)
-
-
-def _prefix_len(text: str, a: int) -> int:
-    """Characters before the opening quote (Python's r, b, f prefixes): those are not inside."""
-    k = a
-    while text[k] not in "'\"":
-        k += 1
-    return k - a
-
-
-def _is_closed(text: str, kind: str, a: int, b: int) -> bool:
-    s = text[a:b]
-    if kind == "block_comment":
-        return len(s) >= 4 and s.endswith("*/")
-    if kind in ("string", "char"):
-        body = s[_prefix_len(text, a):]
-        q = body[0]
-        if body[:3] in ('"""', "'''"):
-            return len(body) >= 6 and body.endswith(body[:3]) and not _escaped(body, len(body) - 3)
-        return len(body) >= 2 and body.endswith(q) and not _escaped(body, len(body) - 1)
-    return True
-
-
-def _escaped(s: str, i: int) -> bool:
-    """Whether s[i] is preceded by an odd number of backslashes."""
-    n = 0
-    while i - 1 - n >= 0 and s[i - 1 - n] == "\\":
-        n += 1
-    return n % 2 == 1
-
+from unrolled.understand.lexer import C_PREPROCESSOR, LANGUAGES, guess_language, lex
 
 # --- the features -------------------------------------------------------------------------------
 def in_quotes(text: str) -> np.ndarray:
@@ -216,7 +121,7 @@ def _counted(text: str, language: str) -> np.ndarray:
     """Where brackets count: code outside comments, literals and C preprocessor lines."""
     mask = lex(text, language).code.copy()
     if language == "c":
-        for m in _C_PREPROCESSOR.finditer(text):
+        for m in C_PREPROCESSOR.finditer(text):
             mask[m.start():m.end()] = False
     return mask
 
@@ -374,7 +279,6 @@ def resolve(spec: str) -> Feature:
         name, _, pattern = spec.partition("=")
         return regex_feature(pattern, name.strip() or pattern)
     if ":" in spec:
-        import importlib
         mod, _, fn_name = spec.partition(":")
         try:
             fn = getattr(importlib.import_module(mod), fn_name)

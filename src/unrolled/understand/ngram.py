@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unrolled.understand.lexer import lex
+
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the rolling hash
 
 
@@ -176,7 +178,6 @@ def _far_closers(text: str, far: int) -> tuple[np.ndarray, np.ndarray]:
 
 def character_kinds(text: str, language: str = "c", far: int = 40) -> dict[str, np.ndarray]:
     """Masks of the kinds of character the error analysis breaks down by (what is predicted)."""
-    from unrolled.understand.features import lex
     lexed = lex(text, language)
     arr = np.array(list(text)) if len(text) else np.zeros(0, dtype="<U1")
     alnum = np.char.isalnum(arr) | (arr == "_")

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from unrolled.cells import CELLS, CellFacts, facts
 from unrolled.errors import UserError
@@ -284,7 +286,6 @@ def save_recording(rec: Recording, path) -> Path:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
         elif path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
             save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp),
                       metadata={"unrolled_recording": json.dumps(meta)})
         else:
@@ -307,7 +308,6 @@ def load_recording(path) -> Recording:
                 arrays = {k: z[k] for k in z.files}
             meta = json.loads(arrays.pop("meta_json").tobytes().decode())
         elif path.suffix == ".safetensors":
-            from safetensors import safe_open
             with safe_open(str(path), framework="numpy") as f:
                 meta = json.loads(f.metadata()["unrolled_recording"])
                 arrays = {k: f.get_tensor(k) for k in f.keys()}

@@ -143,6 +143,8 @@ def units_html(text: str, rows: list[tuple[str, np.ndarray]], path=None, title: 
 
 # --- PNG ------------------------------------------------------------------------------------------
 def _colormap():
+    # matplotlib is imported where a PNG is drawn, not at the top: only the PNGs need it, and it
+    # is slow to import for every command and page that does not draw one.
     from matplotlib.colors import LinearSegmentedColormap
     return LinearSegmentedColormap.from_list("unrolled_bwr", [(0, 0, 1), (1, 1, 1), (1, 0, 0)])
 
@@ -180,7 +182,7 @@ def units_png(text: str, rows: list[tuple[str, np.ndarray]], path, width: int = 
 
     Each line of text is one text object in a monospaced font whose advance (0.6 em) is the
     width of a cell, so the characters sit on their cells (drawing them one by one is slow)."""
-    import matplotlib
+    import matplotlib  # here, not at the top: see _colormap
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -217,7 +219,7 @@ def units_png(text: str, rows: list[tuple[str, np.ndarray]], path, width: int = 
 def saturation_png(sat: dict[str, dict], path, title: str = "gate saturation") -> Path:
     """The paper's scatter plot: per gate (one panel each), every unit at (fraction of steps
     left-saturated, fraction right-saturated), coloured by layer."""
-    import matplotlib
+    import matplotlib  # here, not at the top: see _colormap
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
