@@ -3,7 +3,9 @@
     python benchmarks/speed.py --quick          # Markdown tables
     python benchmarks/speed.py --json > out.json
 
-The code lives in `unrolled.bench` so the installed package has it too (`unrolled bench`).
+The code lives in the `unrolled.bench` package (training.py, roofline.py, sampling.py, memory.py,
+report.py) so the installed package has it too; this script and `unrolled bench` run the same
+command, with the same flags.
 """
 import sys
 

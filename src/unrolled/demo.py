@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from unrolled.checkpoint import load
+from unrolled.plot import plot
+from unrolled.sample import sample
+from unrolled.train import train
+
 # The two samples the demo prints: the first as measured to read best, the second unfiltered.
 SAMPLES = {"top-p 0.95": {"temperature": 1.0, "top_p": 0.95}, "temperature 1.0": {"temperature": 1.0}}
 
@@ -22,11 +27,6 @@ def demo(minutes: float = 3.0, out: str | None = None, paths: list[str] | None =
          seed: int = 1337, progress: bool = True, verbose: bool = False) -> dict:
     """Train, sample, plot; -> the run directory, its metrics, the samples and the plot's path.
     Runs on torch's current thread count (the CLI sets it from --threads or the idle cores)."""
-    from unrolled.checkpoint import load
-    from unrolled.plot import plot
-    from unrolled.sample import sample
-    from unrolled.train import train
-
     # Small enough to learn visible structure in minutes on two CPU cores.
     result = train(paths=list(paths or []), out=out, cell="lstm", hidden_size=128, num_layers=2,
                    embedding_size=32, batch_size=32, seq_len=100,

@@ -35,6 +35,8 @@ def read_metrics(run: str | os.PathLike) -> list[dict]:
 
 def plot(run: str | os.PathLike, out: str | os.PathLike | None = None, title: str | None = None) -> Path:
     """Draw RUN's loss curves (bits per character) into `out` (default RUN/loss.png); return it."""
+    # matplotlib is imported here, not at the top, as in understand/render.py: choosing the Agg
+    # backend must come before pyplot is first imported, and only drawing should pay its 0.3 s.
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed

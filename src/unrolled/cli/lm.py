@@ -1,0 +1,266 @@
+"""`unrolled train`, `sample`, `eval`, `inspect`, `plot` and `demo`: character language models.
+
+Each command is a thin wrapper over the library function of the same name (`unrolled.train`,
+`unrolled.sample`, `unrolled.evaluate`, `checkpoint.describe`, `plot.plot`, `demo.demo`): it
+reads its flags, makes that call and prints the result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from dataclasses import MISSING, fields
+from datetime import datetime
+from pathlib import Path
+
+from unrolled import config as C
+from unrolled import threads
+from unrolled.checkpoint import describe, load
+from unrolled.demo import demo
+from unrolled.errors import UserError
+from unrolled.evaluate import evaluate
+from unrolled.plot import plot
+from unrolled.sample import check_options, sample
+from unrolled.text import read_file, resolve_paths
+from unrolled.train import pick_device, train
+
+
+# --- train --------------------------------------------------------------------------------------
+def _flag_type(annotation: str):
+    """A config field's annotation -> the argparse type of its flag."""
+    if "int" in annotation:
+        return int
+    if "float" in annotation:
+        return float
+    return str
+
+
+def _add_setting_flags(p) -> None:
+    """One flag per field of the config, grouped by part; its help is the field's comment and default."""
+    choices = {"cell": C.CELLS, "optimizer": C.OPTIMIZERS, "schedule": C.SCHEDULES, "clip": C.CLIPS,
+               "bptt": C.BPTT, "unknown": C.UNKNOWN, "nonfinite": C.NONFINITE}
+    helps = C.field_help()
+    metavars = {"out": "DIR", "resume": "DIR", "init_from": "CKPT", "device": "DEVICE", "replacement": "CHAR"}
+    for part, cls in C.PARTS.items():
+        group = p.add_argument_group(f"{part} settings")
+        for f in fields(cls):
+            if f.name in ("paths", "progress"):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not MISSING else f.default_factory()
+            text = f"{helps.get(f.name, '')} (default: {default})".replace("%", "%%")
+            if str(f.type) == "bool":
+                group.add_argument(flag, action="store_true", default=None, help=text)
+            else:
+                kind = _flag_type(str(f.type))
+                metavar = None if f.name in choices else metavars.get(f.name, {int: "N", float: "X"}.get(kind, "VALUE"))
+                group.add_argument(flag, type=kind, default=None, choices=choices.get(f.name), metavar=metavar,
+                                   help=text)
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a character language model on text (default: Python's own standard library)",
+        description="Train a character language model with truncated BPTT. Every setting is a flag below and "
+                    "may also be set in a TOML file (--config); flags win over the file, the file over the "
+                    "defaults. Writes RUN/best/ and RUN/last/ checkpoints, RUN/metrics.jsonl and RUN/config.json. "
+                    "Ctrl-C stops at the next window and saves, so --resume RUN continues exactly.")
+    p.add_argument("paths", nargs="*", metavar="TEXT",
+                   help="text files, directories or globs (default: the Python standard library's sources)")
+    p.add_argument("--config", metavar="FILE", help="a TOML file setting any of the flags below (by field name)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every setting at the start (default: only those that differ from the defaults)")
+    threads.add_flag(p)
+    _add_setting_flags(p)
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    settings = C.load_toml(args.config) if args.config else {}
+    if isinstance(settings.get("paths"), str):
+        settings["paths"] = [settings["paths"]]
+    names = C.field_names()
+    settings.update({k: v for k, v in vars(args).items() if k in names and v is not None and k != "paths"})
+    if args.paths:
+        settings["paths"] = args.paths
+    if args.quiet:
+        settings["progress"] = False
+    threads.use(args.threads)
+    result = train(**settings, verbose=args.verbose)
+    return 130 if result.stopped == "interrupted" else 0
+
+
+# --- sample -------------------------------------------------------------------------------------
+def _print_stream(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a trained model, streamed as it is made",
+                       description="Sample from a checkpoint: each character is fed back as the next input. "
+                                   "--length counts new characters (the prime is printed first). The same "
+                                   "--seed gives the same text; without one a seed is drawn and printed.")
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint directory")
+    p.add_argument("--length", type=int, default=500, help="new characters per sample (default 500)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divide the logits by this: below 1 more likely text, above 1 more surprising; 0 is argmax (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely characters")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample only from the most likely characters whose probability adds up to p (nucleus)")
+    p.add_argument("--argmax", action="store_true", help="always take the most likely character (no randomness)")
+    p.add_argument("--prime", default=None, metavar="TEXT", help="text the model reads before it writes")
+    p.add_argument("--prime-file", default=None, metavar="FILE", help="read the prime text from a file")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and printed on stderr)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples drawn in parallel as one batch (default 1)")
+    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+                   help="characters of the prime the model never saw: error (default), skip them, or replace them "
+                        "with a space")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
+    threads.add_flag(p)
+    p.set_defaults(func=run_sample)
+
+
+def run_sample(args) -> int:
+    if args.prime is not None and args.prime_file is not None:
+        raise UserError("give --prime or --prime-file, not both")
+    seed = args.seed
+    check_options(args.length, args.temperature, args.top_k, args.top_p, args.num_samples, seed)
+    threads.use(args.threads)
+    model = load(args.checkpoint, device=pick_device(args.device))
+    prime = args.prime or ""
+    if args.prime_file is not None:
+        prime = read_file(Path(args.prime_file), byte_level=model.vocab.byte_level, suggest_byte_level=False)
+    # the prime in the model's symbols, checked before anything is printed
+    prime = model.vocab.decode(model.vocab.encode(prime, unknown=args.unknown,
+                                                  what="--prime-file" if args.prime_file else "--prime"))
+    if seed is None and not args.argmax:
+        seed = random.SystemRandom().randrange(2**31)
+        print(f"seed: {seed}", file=sys.stderr)
+    options = dict(length=args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                   argmax=args.argmax, prime=prime, seed=seed, num_samples=args.num_samples)
+    if args.num_samples == 1:
+        sample(model, **options, stream=_print_stream)
+        _print_stream("\n")
+        return 0
+    for i, text in enumerate(sample(model, **options)):
+        print(f"--- sample {i + 1} of {args.num_samples} ---\n{text}", flush=True)
+    return 0
+
+
+# --- eval ---------------------------------------------------------------------------------------
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="bits per character and perplexity of text under a model",
+                       description="Evaluate a checkpoint on text files: each file is read as --batch-size "
+                                   "parallel streams with the hidden state carried through (as in training).")
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint directory")
+    p.add_argument("files", nargs="+", metavar="FILE", help="text files, directories or globs; each is scored")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--batch-size", type=int, default=16, help="parallel streams (default 16; 1 scores every character)")
+    p.add_argument("--seq-len", type=int, default=256, help="characters per forward window (default 256)")
+    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+                   help="characters the model never saw: error (default), skip them, or replace them")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
+    threads.add_flag(p)
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+    for flag, value in (("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
+        if value <= 0:
+            raise UserError(f"{flag} must be a positive integer, got {value}")
+    threads.use(args.threads)
+    model = load(args.checkpoint, device=pick_device(args.device))
+    rows = []
+    for f in resolve_paths(args.files):
+        text = read_file(f, byte_level=model.vocab.byte_level, suggest_byte_level=False)
+        if len(text) == 0:
+            raise UserError(f"{f} is empty; give a file with some text in it")
+        r = evaluate(model, text, batch_size=args.batch_size, seq_len=args.seq_len, unknown=args.unknown,
+                     what=str(f))
+        rows.append({"file": str(f), **r})
+    if len(rows) > 1:  # the files together: nats per character weighted by each file's characters
+        chars = sum(r["chars"] for r in rows)
+        nats = sum(r["nats_per_char"] * r["chars"] for r in rows) / chars
+        rows.append({"file": "(all)", "bits_per_char": nats / math.log(2), "nats_per_char": nats,
+                     "perplexity": math.exp(nats), "chars": chars})
+    if args.json:
+        print(json.dumps({"checkpoint": str(model.checkpoint_path), "results": rows}, indent=1))
+        return 0
+    width = max(len(r["file"]) for r in rows)
+    print(f"{'file':<{width}}  {'chars':>10}  {'bits/char':>9}  {'perplexity':>10}")
+    for r in rows:
+        print(f"{r['file']:<{width}}  {r['chars']:>10,}  {r['bits_per_char']:>9.4f}  {r['perplexity']:>10.3f}")
+    return 0
+
+
+# --- inspect ------------------------------------------------------------------------------------
+def add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="print what a checkpoint holds: config, vocabulary, step, metrics, tensors")
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_inspect)
+
+
+def run_inspect(args) -> int:
+    d = describe(args.checkpoint)
+    if args.json:
+        print(json.dumps(d, indent=1, ensure_ascii=False))
+        return 0
+    print(f"checkpoint   {d['path']}  ({d['format']}, written by torch {d['written_by_torch']})")
+    print(f"step         {d['step']}  (epoch {d['epoch']}, window {d['window']}, "
+          f"{d['elapsed_minutes']:.1f} minutes of training)")
+    print("metrics      " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items() if isinstance(v, float)))
+    v = d["vocab"]
+    print(f"vocabulary   {v['size']} {v['kind']}: {json.dumps(v['symbols'], ensure_ascii=False)[:200]}")
+    print(f"parameters   {d['parameters']:,}")
+    for part, values in d["config"].items():
+        print(f"[{part}]  " + ", ".join(f"{k}={val!r}" for k, val in values.items()))
+    print("tensors      " + ", ".join(f"{k} {tuple(s)}" for k, s in d["model_tensors"].items()))
+    print(f"optimizer    {d['optimizer']['tensors']} state tensors; "
+          + ", ".join(f"{k}={val}" for k, val in (d["optimizer"]["param_groups"] or [{}])[0].items()
+                      if k != "params"))
+    print("carried      " + (", ".join(f"{k} {tuple(s)}" for k, s in d["carried_state"].items()) or "none"))
+    print(f"rng          {', '.join(d['rng']) or 'none'}")
+    return 0
+
+
+# --- plot ---------------------------------------------------------------------------------------
+def add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="draw a run's training and validation curves (bits per character) as PNG")
+    p.add_argument("run", help="a run directory (with metrics.jsonl)")
+    p.add_argument("--out", default=None, metavar="PNG", help="where to write the PNG (default RUN/loss.png)")
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args) -> int:
+    print(plot(args.run, args.out))
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------------
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: train a small model for a few minutes, sample it, plot it",
+                       description="Train a small LSTM language model on the Python standard library's own "
+                                   "sources (or on TEXT) for a few minutes of wall-clock time, print samples "
+                                   "(top-p 0.95, then unfiltered at temperature 1), draw the loss curves and say where the files are.")
+    p.add_argument("paths", nargs="*", metavar="TEXT", help="text to train on (default: the Python standard library)")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
+    p.add_argument("--out", default=None, help="run directory (default runs/demo-<date-time>)")
+    p.add_argument("--seed", type=int, default=1337, help="random seed (default 1337)")
+    threads.add_flag(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
+    p.add_argument("--verbose", action="store_true",
+                   help="print every training setting at the start (default: only those that differ from the defaults)")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    if not (args.minutes > 0 and args.minutes < float("inf")):
+        raise UserError(f"--minutes must be a positive number, got {args.minutes}")
+    threads.use(args.threads)
+    demo(minutes=args.minutes, out=args.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}",
+         paths=args.paths, seed=args.seed, progress=not args.quiet, verbose=args.verbose)
+    return 0
