@@ -3,7 +3,7 @@
 Each command in `cli.COMMANDS` has a section headed "## `unrolled NAME`" whose tables list its
 positional arguments and flags, one row each (the first cell names it, the second is its default).
 These tests build every parser and compare it with its section, so a flag added, renamed or removed
-in src/unrolled/cli.py (or in unrolled.config, for `unrolled train`) fails here until the page says so.
+in src/unrolled/cli/ (or in unrolled.config, for `unrolled train`) fails here until the page says so.
 """
 from __future__ import annotations
 
