@@ -152,6 +152,20 @@ def test_stepper_equals_model(cell, embedding_size, batch, dtype, monkeypatch, l
         torch.testing.assert_close(a, b, **tol)
 
 
+def test_stepper_of_a_deep_layer_steps_through_the_model():
+    vocab = Vocabulary.from_text("abcdefg")
+    model = unrolled.CharLM(vocab, ModelConfig(cell="rnn", hidden_size=H, num_layers=2, embedding_size=D))
+    model.rnn = unrolled.RNN(D, H, 2, input_depth=1)  # a deep input: no preallocated step for it
+    model = model.double().eval()
+    idx = torch.randint(0, V, (B, T))
+    ref, ref_state = model(idx)  # (B, T, V)
+    stepper = model.stepper(B)
+    assert stepper.cell is None
+    for t in range(T):
+        torch.testing.assert_close(stepper.logits(idx[:, t]), ref[:, t], rtol=0, atol=1e-12)
+    torch.testing.assert_close(stepper.state, ref_state, rtol=0, atol=1e-12)
+
+
 def test_auto_path_picks_a_path_that_equals_readable():
     for kind in LAYERS:
         layer = LAYERS[kind](D, H, 2).double()
