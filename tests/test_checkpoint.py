@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import unrolled
-from unrolled import checkpoint as ck
+from unrolled import store
+from unrolled.charlm import state
+from unrolled.charlm.run import describe, load
 from unrolled.config import Config, ModelConfig
 from unrolled.errors import UserError
 from unrolled.lm import CharLM
@@ -23,19 +25,19 @@ def make_model(cell="lstm", embedding_size=4):
                                                            embedding_size=embedding_size))
 
 
-def write(path, model, optimizer=None, carry=None, **state):
-    tensors, meta = ck.optimizer_to_flat(optimizer) if optimizer else ({}, {})
+def write(path, model, optimizer=None, carry=None, **fields):
+    tensors, meta = state.optimizer_to_flat(optimizer) if optimizer else ({}, {})
     cfg = Config(model=model.config)
-    return ck.save(path, {"config": cfg.to_dict(), "vocab": model.vocab.to_json(), "step": 3,
-                          "optimizer": meta, **state},
-                   model.state_dict(), tensors, {**ck.state_to_tensors(carry), **ck.rng_to_tensors()})
+    return store.save(path, {"config": cfg.to_dict(), "vocab": model.vocab.to_json(), "step": 3,
+                             "optimizer": meta, **fields},
+                      model.state_dict(), tensors, {**state.state_to_tensors(carry), **state.rng_to_tensors()})
 
 
 @pytest.mark.parametrize("cell, emb", [("lstm", 4), ("gru", 0), ("rnn", 3)])
 def test_model_round_trip(tmp_path, cell, emb):
     m = make_model(cell, emb)
     write(tmp_path / "ck", m)
-    loaded = ck.load(tmp_path / "ck")
+    loaded = load(tmp_path / "ck")
     x = torch.randint(0, 7, (2, 3))  # (B, T)
     torch.testing.assert_close(loaded(x)[0], m(x)[0], rtol=0, atol=0)
     assert loaded.vocab == m.vocab and loaded.config == m.config and not loaded.training
@@ -48,32 +50,32 @@ def test_optimizer_and_carried_state_round_trip(tmp_path):
     opt.step()
     carry = (torch.randn(2, 2, 5), torch.randn(2, 2, 5))  # (L, B, H) each
     write(tmp_path / "ck", m, opt, carry)
-    c = ck.read(tmp_path / "ck")
+    c = store.read(tmp_path / "ck")
     opt2 = torch.optim.Adam(make_model().parameters(), lr=1.0)
-    opt2.load_state_dict(ck.optimizer_from_flat(c.optimizer, c.state["optimizer"]))
+    opt2.load_state_dict(state.optimizer_from_flat(c.optimizer, c.state["optimizer"]))
     a, b = opt.state_dict(), opt2.state_dict()
     assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"]
     for k in a["state"]:
         for key in a["state"][k]:
             assert torch.equal(a["state"][k][key], b["state"][k][key])
-    h, cc = ck.state_from_tensors(c.tensors)
+    h, cc = state.state_from_tensors(c.tensors)
     assert torch.equal(h, carry[0]) and torch.equal(cc, carry[1])
 
 
 def test_a_run_directory_resolves_to_best_then_last(tmp_path):
     m = make_model()
     write(tmp_path / "run" / "last", m)
-    assert ck.resolve(tmp_path / "run") == tmp_path / "run" / "last"
+    assert store.resolve(tmp_path / "run") == tmp_path / "run" / "last"
     write(tmp_path / "run" / "best", m)
-    assert ck.resolve(tmp_path / "run") == tmp_path / "run" / "best"
-    assert ck.resolve(tmp_path / "run", prefer="last") == tmp_path / "run" / "last"
-    assert ck.resolve(tmp_path / "run" / "best" / "model.safetensors") == tmp_path / "run" / "best"
+    assert store.resolve(tmp_path / "run") == tmp_path / "run" / "best"
+    assert store.resolve(tmp_path / "run", prefer="last") == tmp_path / "run" / "last"
+    assert store.resolve(tmp_path / "run" / "best" / "model.safetensors") == tmp_path / "run" / "best"
 
 
 def test_overwrite_is_atomic_and_leaves_nothing_behind(tmp_path, monkeypatch):
     m = make_model()
     write(tmp_path / "ck", m, step_marker="old")
-    real = ck.save_file
+    real = store.save_file
     calls = []
 
     def failing(tensors, filename):
@@ -82,12 +84,12 @@ def test_overwrite_is_atomic_and_leaves_nothing_behind(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(tensors, filename)
 
-    monkeypatch.setattr(ck, "save_file", failing)
+    monkeypatch.setattr(store, "save_file", failing)
     with pytest.raises(UserError, match="cannot write checkpoint .*disk full.*is kept"):
         write(tmp_path / "ck", m, step_marker="new")
     assert json.loads((tmp_path / "ck" / "state.json").read_text())["step_marker"] == "old"  # untouched
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary directory left
-    monkeypatch.setattr(ck, "save_file", real)
+    monkeypatch.setattr(store, "save_file", real)
     write(tmp_path / "ck", m, step_marker="new")
     assert json.loads((tmp_path / "ck" / "state.json").read_text())["step_marker"] == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
@@ -95,38 +97,38 @@ def test_overwrite_is_atomic_and_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_missing_truncated_or_foreign_checkpoints(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        ck.load(tmp_path / "nope")
+        load(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a checkpoint"):
-        ck.load(tmp_path / "empty")
+        load(tmp_path / "empty")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="not a checkpoint"):
-        ck.load(tmp_path / "notes.txt")
+        load(tmp_path / "notes.txt")
 
     m = make_model()
     write(tmp_path / "t", m)
     f = tmp_path / "t" / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(UserError, match="damaged: model.safetensors has .* bytes"):
-        ck.load(tmp_path / "t")
+        load(tmp_path / "t")
 
     write(tmp_path / "j", m)
     s = tmp_path / "j" / "state.json"
     s.write_text(s.read_text()[:40])
     with pytest.raises(UserError, match="state.json cannot be read"):
-        ck.load(tmp_path / "j")
+        load(tmp_path / "j")
 
     write(tmp_path / "other", m)
     s = tmp_path / "other" / "state.json"
     s.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(UserError, match="not an unrolled checkpoint"):
-        ck.load(tmp_path / "other")
+        load(tmp_path / "other")
 
     write(tmp_path / "future", m)
     s = tmp_path / "future" / "state.json"
     s.write_text(s.read_text().replace('"version": 1', '"version": 99'))
     with pytest.raises(UserError, match="version 99"):
-        ck.load(tmp_path / "future")
+        load(tmp_path / "future")
 
 
 def test_loading_never_unpickles(tmp_path, monkeypatch):
@@ -139,15 +141,15 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
-    ck.load(tmp_path / "ck")
-    ck.read(tmp_path / "ck")
-    ck.describe(tmp_path / "ck")
+    load(tmp_path / "ck")
+    store.read(tmp_path / "ck")
+    describe(tmp_path / "ck")
 
 
 def test_describe_names_everything(tmp_path):
     m = make_model()
     write(tmp_path / "ck", m, carry=(torch.zeros(2, 2, 5), torch.zeros(2, 2, 5)))
-    d = ck.describe(tmp_path / "ck")
+    d = describe(tmp_path / "ck")
     assert d["vocab"]["size"] == 7 and d["step"] == 3 and d["parameters"] == m.num_parameters()
     assert d["carried_state"] == {"carry.h": [2, 2, 5], "carry.c": [2, 2, 5]} and d["rng"] == ["rng.cpu"]
     shutil.rmtree(tmp_path / "ck")
@@ -172,7 +174,7 @@ def test_the_committed_model_loads_and_samples_the_same_text():
 
 
 def test_the_committed_model_is_described_as_before():
-    d = ck.describe(COMMITTED)
+    d = describe(COMMITTED)
     assert d["format"] == "unrolled-checkpoint v1" and d["written_by_torch"] == "2.13.0+cpu"
     assert (d["step"], d["epoch"], d["window"]) == (14000, 11, 668)
     assert d["elapsed_minutes"] == pytest.approx(3541.707704315 / 60)

@@ -18,7 +18,7 @@ import torch
 
 from test_reliability_report import report
 from test_train import tiny_text
-from unrolled import checkpoint as ck
+from unrolled import store
 from unrolled import cli
 from unrolled.errors import UserError
 
@@ -60,33 +60,33 @@ def _no_space(name):
 def test_a_failed_write_keeps_the_previous_checkpoint(run, monkeypatch, capsys, fault):
     before = snapshot(run / "last")
     if fault == "no space in a tensor file":
-        real = ck.save_file
+        real = store.save_file
 
         def save_file(tensors, filename):  # half the bytes reach the disk, then it is full
-            blob = ck.save_bytes(tensors)
+            blob = store.save_bytes(tensors)
             with open(filename, "wb") as f:
                 f.write(blob[: len(blob) // 2])
             raise _no_space(filename)
 
-        monkeypatch.setattr(ck, "save_file", save_file)
+        monkeypatch.setattr(store, "save_file", save_file)
     elif fault == "no space in state.json":
         def dump(obj, f, **kw):
             f.write(json.dumps(obj, **kw)[:100])
             raise _no_space(getattr(f, "name", None))
 
-        monkeypatch.setattr(ck.json, "dump", dump)
+        monkeypatch.setattr(store.json, "dump", dump)
     else:
         def fsync(fd):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-        monkeypatch.setattr(ck.os, "fsync", fsync)
+        monkeypatch.setattr(store.os, "fsync", fsync)
     assert cli.main(["train", "--resume", str(run), "--max-steps", "4", "--quiet"]) == 2
     err = one_sentence(capsys)
     assert f"cannot write checkpoint {run / 'last'}" in err and "is kept" in err
     assert ("No space left" in err) if "space" in fault else ("Input/output error" in err)
     monkeypatch.undo()
     assert snapshot(run / "last") == before  # byte for byte the checkpoint of step 2
-    assert ck.read(run, prefer="last").state["step"] == 2
+    assert store.read(run, prefer="last").state["step"] == 2
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")], "no temporary copy left behind"
     report("disk", fault + " (simulated in the writer)", 1, "one sentence, exit 2, previous checkpoint unchanged")
 
@@ -126,12 +126,12 @@ def test_a_read_only_run_folder(run, metrics_writable):
 
 
 # --- damaged checkpoints ---------------------------------------------------------------------------
-FILES = ("state.json", *ck.TENSOR_FILES)
+FILES = ("state.json", *store.TENSOR_FILES)
 
 
 def refused(checkpoint: Path) -> str:
     with pytest.raises(UserError) as e:
-        ck.read(checkpoint, full=True)
+        store.read(checkpoint, full=True)
     return str(e.value)
 
 
@@ -152,10 +152,10 @@ def test_truncated_or_missing_files_are_refused(run, capsys):
             assert "is missing" in message
         else:  # a checkpoint folder without state.json is not a checkpoint
             with pytest.raises(UserError, match="not a checkpoint"):
-                ck.read(run / "last")
+                store.read(run / "last")
         cases += 1
         f.write_bytes(whole)
-    ck.read(run / "last")
+    store.read(run / "last")
     report("checkpoint files", "truncated (0, 1, half, all but 1 byte) or missing, each of the 4 files", cases,
            "refused in one sentence")
 
@@ -165,7 +165,7 @@ def test_every_bit_flip_is_refused_or_harmless(run):
     SHA-256; state.json by its checksum or its parser, unless the flip left the same content
     (e.g. 1e-05 -> 1E-05)."""
     rng = np.random.default_rng(0)
-    original = ck.read(run / "last", full=True)
+    original = store.read(run / "last", full=True)
     detected, harmless = 0, 0
     for name in FILES:
         f = run / "last" / name
@@ -175,7 +175,7 @@ def test_every_bit_flip_is_refused_or_harmless(run):
             flipped[bit // 8] ^= 1 << (bit % 8)
             f.write_bytes(bytes(flipped))
             try:
-                got = ck.read(run / "last", full=True)
+                got = store.read(run / "last", full=True)
             except UserError as e:
                 assert str(run / "last") in str(e), str(e)  # names the checkpoint
                 detected += 1
@@ -196,7 +196,7 @@ def _rewrite_state(checkpoint: Path, change) -> None:
     state = json.loads((checkpoint / "state.json").read_text())
     state = change(state)
     if isinstance(state, dict) and "checksum" in state:  # as another writer would: consistent
-        state["checksum"] = ck.content_checksum(state)
+        state["checksum"] = store.content_checksum(state)
     (checkpoint / "state.json").write_text(json.dumps(state))
 
 

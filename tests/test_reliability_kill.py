@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from test_reliability_report import report
 from test_train import tiny_text
-from unrolled import checkpoint as ck
-from unrolled import cli
+from unrolled import cli, store
+from unrolled.charlm.run import load
 
 # eval_every 2: a checkpoint pair (last, and best when validation improved) every second step.
 FLAGS = ["--hidden-size", "12", "--num-layers", "2", "--embedding-size", "6", "--dropout", "0.3",
@@ -51,10 +51,9 @@ import json, os, signal, sys, time
 import torch
 torch.set_num_threads(1)
 from safetensors.torch import save as save_bytes
-from unrolled import checkpoint as ck
+from unrolled import store
+from unrolled.charlm import tbptt
 from unrolled.cli import main
-import unrolled.train
-train_mod = sys.modules["unrolled.train"]
 text, root, points, flags = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 
 
@@ -69,8 +68,8 @@ def arm(point, n):
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    real_file, real_dump, real_replace, real_rmtree = ck.save_file, ck.json.dump, os.replace, ck.shutil.rmtree
-    real_loss = train_mod.tbptt_loss
+    real_file, real_dump, real_replace, real_rmtree = store.save_file, store.json.dump, os.replace, store.shutil.rmtree
+    real_loss = tbptt.tbptt_loss
 
     def save_file(tensors, filename):
         if reached("inside-file"):
@@ -105,7 +104,7 @@ def arm(point, n):
             die()
         return real_loss(*a, **k)
 
-    ck.save_file, ck.json.dump, os.replace, ck.shutil.rmtree, train_mod.tbptt_loss = save_file, dump, replace, rmtree, loss
+    store.save_file, store.json.dump, os.replace, store.shutil.rmtree, tbptt.tbptt_loss = save_file, dump, replace, rmtree, loss
 
 
 results = []
@@ -162,11 +161,11 @@ def killed(tmp_path_factory):
 
 
 def tensors(checkpoint: Path) -> dict:
-    return {name: load_file(str(checkpoint / name)) for name in ck.TENSOR_FILES}
+    return {name: load_file(str(checkpoint / name)) for name in store.TENSOR_FILES}
 
 
 def assert_identical(a: dict, b: dict):
-    for name in ck.TENSOR_FILES:
+    for name in store.TENSOR_FILES:
         assert a[name].keys() == b[name].keys(), name
         for key in a[name]:
             assert torch.equal(a[name][key], b[name][key]), (name, key)
@@ -182,8 +181,8 @@ def test_killed_then_resumed_equals_never_killed(killed, capsys, k):
     else:
         assert result["signal"] == 9, result  # SIGKILL: no handler ran, nothing was tidied
     try:
-        last = ck.resolve(run, prefer="last")
-    except ck.UserError:
+        last = store.resolve(run, prefer="last")
+    except store.UserError:
         last = None
     if last is None:  # killed before its first checkpoint: resuming says so in one sentence
         assert point in ("window", "external"), f"{what}: no checkpoint survived"
@@ -192,8 +191,8 @@ def test_killed_then_resumed_equals_never_killed(killed, capsys, k):
         assert err.count("\n") == 1 and any(w in err for w in ("before its first checkpoint", "does not exist", "not a checkpoint")), err
         report("kill and resume", "SIGKILL " + what, 1, "nothing to resume: one sentence, exit 2")
         return
-    saved = ck.read(last, prefer="last")  # the last checkpoint always loads, whole and checked
-    assert saved.state["step"] % 2 == 0 and ck.load(run) is not None
+    saved = store.read(last, prefer="last")  # the last checkpoint always loads, whole and checked
+    assert saved.state["step"] % 2 == 0 and load(run) is not None
     assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
     assert_identical(tensors(root / "straight" / "last"), tensors(run / "last"))
     assert not list(run.glob(".last.*")), "the resumed run leaves no temporary copy of last/"

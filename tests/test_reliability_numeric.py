@@ -4,7 +4,6 @@ checkpoint stays good; a vanilla RNN with exploding gradients trains with clippi
 without it."""
 from __future__ import annotations
 
-import importlib
 import json
 import math
 
@@ -14,11 +13,12 @@ from safetensors.torch import load_file
 
 from test_reliability_report import report
 from test_train import tiny_text
-from unrolled import checkpoint as ck
+from unrolled import store
+from unrolled.charlm import tbptt
+from unrolled.charlm.run import load
+from unrolled.charlm.trainer import train
 from unrolled import cli
 from unrolled.errors import UserError
-
-train_mod = importlib.import_module("unrolled.train")  # the module (unrolled.train is also the function)
 
 FAULTS = ("nan loss", "inf loss", "nan gradient", "inf gradient")
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8", "--batch-size", "2", "--seq-len", "8",
@@ -40,7 +40,7 @@ class _GradientOf(torch.autograd.Function):
 
 def inject(monkeypatch, fault: str, at: int, from_then_on: bool = False) -> None:
     """Make window number `at` (1-based; every window from it with `from_then_on`) carry `fault`."""
-    real, calls = train_mod.tbptt_loss, [0]
+    real, calls = tbptt.tbptt_loss, [0]
 
     def poisoned(model, x, y, state, stride):
         loss, carry = real(model, x, y, state, stride)
@@ -54,7 +54,7 @@ def inject(monkeypatch, fault: str, at: int, from_then_on: bool = False) -> None
                 loss = loss + _GradientOf.apply(model.head.weight, float(fault.split()[0]))
         return loss, carry
 
-    monkeypatch.setattr(train_mod, "tbptt_loss", poisoned)
+    monkeypatch.setattr(tbptt, "tbptt_loss", poisoned)
 
 
 def text_file(tmp_path):
@@ -77,9 +77,9 @@ def test_a_nonfinite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     assert "non-finite" in err and "at step 5" in err and f"{run / 'last'} (step 3)" in err and "--nonfinite skip" in err
     state = json.loads((run / "last" / "state.json").read_text())
     assert state["step"] == 3
-    for name in ck.TENSOR_FILES:
+    for name in store.TENSOR_FILES:
         assert all_finite(load_file(str(run / "last" / name)))
-    ck.load(run)  # the kept checkpoint loads
+    load(run)  # the kept checkpoint loads
     report("numerical", f"{fault} (--nonfinite stop)", 1, "stopped before the update, exit 2, last checkpoint kept")
 
 
@@ -90,7 +90,7 @@ def test_skip_drops_the_update_and_the_run_goes_on(tmp_path, monkeypatch, capsys
     assert cli.main(["train", text_file(tmp_path), "--out", str(run), *TINY, "--nonfinite", "skip"]) == 0
     state = json.loads((run / "last" / "state.json").read_text())
     assert state["step"] == 6 and state["loop"]["skipped"] == 1
-    for name in ck.TENSOR_FILES:
+    for name in store.TENSOR_FILES:
         assert all_finite(load_file(str(run / "last" / name)))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r.get("skipped") == "nonfinite"] == [4]
@@ -117,7 +117,7 @@ def test_a_stopped_run_resumes_with_skip(tmp_path, monkeypatch, capsys):
     inject(monkeypatch, "inf gradient", at=2)  # the same window again: 2nd window after step 3
     assert cli.main(["train", "--resume", str(run), "--nonfinite", "skip", "--quiet"]) == 0
     state = json.loads((run / "last" / "state.json").read_text())
-    assert state["step"] == 6 and state["loop"]["skipped"] == 1 and all_finite(ck.read(run, prefer="last").model)
+    assert state["step"] == 6 and state["loop"]["skipped"] == 1 and all_finite(store.read(run, prefer="last").model)
     report("numerical", "stopped run resumed with --nonfinite skip", 1, "finished, one update skipped")
 
 
@@ -131,7 +131,7 @@ def exploding_run(tmp_path, name, **kw):
     f = tmp_path / "text.txt"
     if not f.exists():
         f.write_text(tiny_text(200, seed=3), encoding="utf-8")
-    result = train_mod.train(paths=[str(f)], out=str(tmp_path / name), **{**EXPLODING, **kw})
+    result = train(paths=[str(f)], out=str(tmp_path / name), **{**EXPLODING, **kw})
     rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("split") == "train"]
     return result, train_rows

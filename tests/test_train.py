@@ -9,11 +9,13 @@ import torch
 from torch import nn
 
 from conftest import B, T
+from unrolled.charlm.optim import clip_gradients, learning_rate
+from unrolled.charlm.tbptt import tbptt_loss
+from unrolled.charlm.trainer import train
 from unrolled.config import Config, ModelConfig, TrainConfig
 from unrolled.errors import UserError
 from unrolled.lm import CharLM
 from unrolled.text import Vocabulary
-from unrolled.train import clip_gradients, learning_rate, tbptt_loss, train
 
 V_TEXT = "abcdeé\n"  # V = 7 symbols
 

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import B
+from unrolled.charlm.trainer import train
 from unrolled.errors import UserError
-from unrolled.train import train
 from test_train import tiny_text
 
 SETTINGS = dict(hidden_size=12, num_layers=2, embedding_size=6, dropout=0.3, batch_size=B, seq_len=7,

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import uvicorn  # imported here, not in serve(): the CLI turns a missing web extra into one sentence
 
+from unrolled.charlm.run import open_run
 from unrolled.errors import UserError
+from unrolled.sample import sample
+from unrolled.web.explorer import MAX_CHARS, Explorer
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 DEFAULT_SAMPLE_CHARS = 2_000  # with no --text, the page opens on this much of the model's own sample
@@ -67,25 +70,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def build_explorer(checkpoint: str, text: str | None = None, max_chars: int | None = None, unknown: str = "error"):
-    """The Explorer for a checkpoint, with its first text added; returns (explorer, text id)."""
-    from unrolled.checkpoint import describe, load
-    from unrolled.web.explorer import MAX_CHARS, Explorer
-
-    model = load(checkpoint)
+    """The Explorer for a checkpoint, with its first text added; returns (explorer, text id).
+    The checkpoint is read once: its weights and run record (not the optimizer)."""
+    run = open_run(checkpoint)
+    model, record = run.model, run.record
     if getattr(model.vocab, "byte_level", False):
         raise UserError(f"{checkpoint} models bytes; the viewer needs a character-level model")
-    d = describe(checkpoint)
-    where = Path(d["path"])
-    name = f"{where.parent.name}/{where.name}" if where.name in ("best", "last") else where.name
-    info = {"checkpoint": name, "step": d["step"], "metrics": d["metrics"],
-            "best_val_bpc": d["best_val_bpc"], "config": d["config"].get("model", {}),
-            "train_config": d["config"].get("train", {}), "parameters": d["parameters"]}
+    config = record.config or {}
+    info = {"checkpoint": run.name, "step": record.step,
+            "metrics": record.metrics.to_json() if record.metrics is not None else {},
+            "best_val_bpc": record.best_val_bpc, "config": config.get("model", {}),
+            "train_config": config.get("train", {}), "parameters": model.num_parameters()}
     files = text_files(text)
     explorer = Explorer(model, info=info, files=files, max_chars=max_chars or MAX_CHARS, unknown=unknown)
     if files:
         first = explorer.add_file(next(iter(files)))
     else:
-        from unrolled.sample import sample
         prime = "\n"
         body = sample(model, length=min(DEFAULT_SAMPLE_CHARS, explorer.max_chars - 1), prime=prime, seed=0)
         first = explorer.add_text(body, "a sample of the model (seed 0)")

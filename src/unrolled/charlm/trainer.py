@@ -1,0 +1,516 @@
+"""Training a character language model with truncated backpropagation through time.
+
+The loop (Sutskever 2013, ch. 2: every k1 steps, backpropagate k2 steps):
+
+    state = 0
+    for each window k of B parallel contiguous streams (width k2 = seq_len, moving k1 = stride):
+        1) run the window forward from the carried state; keep the state k1 steps in
+        2) loss = mean cross-entropy of the last k1 positions (the ones no window scored yet)
+        3) backward (through the k2 steps of this window only), clip, optimizer step
+        4) state = that state, detached: carried forward, but the graph behind it is cut
+
+The streams are never shuffled (that would break the carried state); the state is reset to
+zeros at the start of every pass over the text. With bptt = "full" a window is the whole stream.
+
+`Trainer` holds the run (as minGPT's Trainer does): its setup builds the data, model, optimizer
+and limits; `step()` is one update, `validate()` one pass over the validation split, `save(name)`
+one checkpoint, and `run()` the loop around them. Everything that decides the next update is in
+the checkpoint (charlm/state.py), so a resumed run ends with the same weights as the same run
+never stopped (bit for bit on CPU; tests/test_train_resume.py).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from unrolled import distributed as ddp
+from unrolled import store
+from unrolled.charlm import tbptt
+from unrolled.charlm.data import make_streams, prepare_data
+from unrolled.charlm.device import check_fits_in_memory, pick_device
+from unrolled.charlm.interrupt import Interrupt
+from unrolled.charlm.optim import clip_gradients, learning_rate, make_optimizer
+from unrolled.charlm.run import load, resolve_config
+from unrolled.charlm.state import (DataRecord, LoopState, Metrics, RunRecord, Schedule, optimizer_from_flat,
+                                   optimizer_to_flat, restore_rng, rng_to_tensors, state_from_tensors,
+                                   state_to_tensors)
+from unrolled.config import Config
+from unrolled.errors import UserError
+from unrolled.evaluate import evaluate_tokens, summarize
+from unrolled.lm import CharLM
+from unrolled.text import Vocabulary
+
+LN2 = math.log(2)
+STOPS = (None, "max_steps", "max_epochs", "max_minutes", "early_stopping", "interrupted")
+# With --nonfinite skip, this many non-finite updates in a row mean the run has diverged: it stops.
+MAX_SKIPS_IN_A_ROW = 10
+
+
+@dataclass
+class RunResult:
+    """What `train` returns: where the run is, the model at its end, and its numbers."""
+    run_dir: Path
+    model: CharLM
+    step: int
+    epoch: int
+    stopped: str  # max_steps, max_epochs, max_minutes, early_stopping or interrupted
+    metrics: dict = field(default_factory=dict)  # train_bpc, val_bpc, best_val_bpc, test_bpc, chars_per_sec, ...
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / "best"
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When the run stops and where the cosine schedule ends, computed once at the start."""
+    per_epoch: int  # windows in one pass over the training text
+    total_steps: int | None  # min(max_steps, ceil(max_epochs * per_epoch)); None: only a time limit
+    decay_steps: int | None  # the cosine horizon: given, or total_steps when the run began
+
+
+def run_limits(cfg: Config, per_epoch: int, resumed: bool) -> tuple[Config, Limits]:
+    """The run's limits: one epoch when none is given; the cosine horizon fixed when the run
+    begins (a resume keeps its saved one). -> (the run's config with them filled in, as it is
+    printed and saved, so a resume reads them back; the limits)."""
+    t = cfg.train
+    max_epochs, decay_steps = t.max_epochs, t.decay_steps
+    steps = [s for s in (t.max_steps, math.ceil(t.max_epochs * per_epoch) if t.max_epochs else None) if s]
+    if not steps and not t.max_minutes:
+        max_epochs, steps = 1.0, [per_epoch]
+    total = min(steps) if steps else None
+    if decay_steps is None and total is not None and not resumed:
+        decay_steps = total
+    return cfg.updated(max_epochs=max_epochs, decay_steps=decay_steps), Limits(per_epoch, total, decay_steps)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one `Trainer.step()` did."""
+    step: int  # its number, from 1
+    lr: float
+    loss: float  # mean cross-entropy of the window's scored positions, in nats
+    grad_norm: float  # before clipping
+    applied: bool  # False: the loss or gradient was not finite and the update was skipped
+    chars: int  # characters scored, over all processes
+
+
+class NonFinite(UserError):
+    """A non-finite loss or gradient that stops the run (--nonfinite stop, or too many skips)."""
+
+
+class Trainer:
+    """A training run: `Trainer(config, **overrides).run()` is `train(config, **overrides)`.
+
+    `config` is a `Config` (defaults if None); keyword overrides set any field by name.
+    `callback(info)` is called after every update with a dict (step, loss, ...); returning True
+    stops the run there, as Ctrl-C does. `verbose` prints every setting at the start.
+    """
+
+    def __init__(self, config: Config | None = None, callback: Callable[[dict], bool | None] | None = None,
+                 verbose: bool = False, **overrides):
+        cfg, saved = resolve_config(config, overrides)
+        resumed = RunRecord.from_json(saved.state) if saved is not None else None
+        self.callback, self.interrupt = callback, Interrupt()
+        self.device = pick_device(cfg.train.device)
+        self.group = ddp.setup(self.device)  # a group of one unless started by torchrun
+        self.device = ddp.device_for(self.group, self.device)
+        self.quiet = not (cfg.train.progress and self.group.is_main)  # rank 0 speaks and writes
+        cfg, init = self._setup_data(cfg, resumed)
+        self.run_dir = self._setup_run_dir(cfg, resumed)
+        self._setup_model(cfg, init)
+        self.config, self.limits = run_limits(cfg, len(self.streams), resumed=saved is not None)
+        self.loop, self.carry = LoopState(), None
+        if saved is not None:
+            self._resume(saved, resumed)
+        elif self.group.is_main:
+            (self.run_dir / "config.json").write_text(_json(self.config.to_dict()))
+        self._say_what_runs(verbose)
+        self.window_loss = tbptt.WindowLoss(self.model, self.streams.stride)
+        if self.group.active:  # gradients are averaged over ranks during backward
+            self.window_loss = nn.parallel.DistributedDataParallel(
+                self.window_loss, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.model.train()
+        # The run's own bookkeeping, not saved: the step of the last periodic checkpoint, the
+        # losses since the last train row, the throughput counters, the files run() writes.
+        self.saved_at = self.loop.step if saved is not None else -1
+        self.skips_in_a_row, self.recent = 0, []
+        self.t_start, self.chars_done, self.t_rate = time.perf_counter() - self.loop.elapsed_s, 0, time.perf_counter()
+        self.metrics_file = self.bar = None
+
+    # --- setup ---------------------------------------------------------------------------------
+    def _setup_data(self, cfg: Config, resumed: RunRecord | None):
+        """The data and its vocabulary (the checkpoint's, when continuing or fine-tuning)."""
+        t, init, vocab = cfg.train, None, None
+        if resumed is not None:
+            vocab = Vocabulary.from_json(resumed.vocab)
+        elif t.init_from:
+            init = store.read(t.init_from, prefer="best", full=False)
+            record = RunRecord.from_json(init.state)
+            vocab = Vocabulary.from_json(record.vocab)
+            cfg = replace(cfg, model=Config.from_dict(record.config).model)
+        self.data = prepare_data(cfg, vocab)
+        if resumed is not None and (resumed.data.fingerprint if resumed.data else None) != self.data.fingerprint:
+            raise UserError(f"the text of run {t.resume} changed since it started (different length or contents); "
+                            "resume needs the same text, or start a new run with --init-from")
+        self.streams = make_streams(self.data.train, t, self.group)
+        self.val_batch = min(t.batch_size, 64)
+        check_fits_in_memory(len(self.data.vocab), cfg.model)  # before the run directory is made
+        return cfg, init
+
+    def _setup_run_dir(self, cfg: Config, resumed: RunRecord | None) -> Path:
+        t = cfg.train
+        run_dir = Path(t.resume) if resumed is not None else Path(t.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+        if resumed is None and self.group.is_main:
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise UserError(f"--out {run_dir} already holds files; pass --resume {run_dir} to continue that run, "
+                                "or choose another --out")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+
+    def _setup_model(self, cfg: Config, init: store.Checkpoint | None) -> None:
+        """The model and optimizer, seeded; --init-from's weights."""
+        torch.manual_seed(cfg.train.seed)
+        try:
+            self.model = CharLM(self.data.vocab, cfg.model)
+        except (RuntimeError, MemoryError) as e:  # the allocator refuses a model larger than memory
+            if "alloc" not in str(e) and not isinstance(e, MemoryError):
+                raise
+            raise UserError(f"a model of --hidden-size {cfg.model.hidden_size} x --num-layers "
+                            f"{cfg.model.num_layers} does not fit in this machine's memory; use a smaller model") from None
+        if init is not None:
+            self.model.load_state_dict(init.model)
+        self.model.to(self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.train)
+
+    def _resume(self, saved: store.Checkpoint, record: RunRecord) -> None:
+        """Everything that decides the next update, from the run's last checkpoint."""
+        t, group = self.config.train, self.group
+        self.model.load_state_dict(saved.model)
+        self.optimizer.load_state_dict(optimizer_from_flat(saved.optimizer, record.optimizer))
+        self.loop = record.loop
+        carry = state_from_tensors(saved.tensors)
+        if carry is not None:
+            rows = (carry[0] if isinstance(carry, tuple) else carry).shape[1]
+            if rows != t.batch_size * group.world_size:
+                raise UserError(f"run {self.run_dir} carries {rows} streams; resume it with processes x --batch-size "
+                                f"= {rows} (now {group.world_size} x {t.batch_size})")
+            carry = ddp.rank_state(carry, group, t.batch_size)
+            carry = tuple(s.to(self.device) for s in carry) if isinstance(carry, tuple) else carry.to(self.device)
+        self.carry = carry
+        restore_rng(saved.tensors)
+        self.say(f"resuming {self.run_dir} at step {self.loop.step} (epoch {self.loop.epoch}, "
+                 f"window {self.loop.window})")
+
+    def _say_what_runs(self, verbose: bool) -> None:
+        t, data, device = self.config.train, self.data, self.device
+        self.say(f"unrolled train: {len(data.vocab)} symbols, {len(data.train):,} train / {len(data.val):,} val / "
+                 f"{len(data.test):,} test characters, {self.model.num_parameters():,} parameters on {device}"
+                 + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""))
+        if self.group.active:
+            self.say(f"DistributedDataParallel ({self.group.backend}): {self.group.world_size} processes x batch "
+                     f"{t.batch_size} = effective batch {self.group.world_size * t.batch_size} streams; lr {t.lr:g} "
+                     "(not scaled: each update is the mean over all streams)")
+        self.say(self.config.describe(everything=verbose))
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text)
+
+    def log(self, row: dict) -> None:
+        """One row of metrics.jsonl (rank 0, while `run()` runs)."""
+        if self.metrics_file is not None:
+            self.metrics_file.write(_json(row, indent=None) + "\n")
+            self.metrics_file.flush()
+
+    # --- one update ----------------------------------------------------------------------------
+    def progress(self) -> float:
+        """The fraction of the run done, for the cosine schedule: of its steps or of its time."""
+        t, s, fractions = self.config.train, self.loop, []
+        if self.limits.decay_steps:
+            fractions.append((s.step - t.warmup_steps) / max(1, self.limits.decay_steps - t.warmup_steps))
+        if t.max_minutes:
+            fractions.append(s.elapsed_s / (60 * t.max_minutes))
+        return max(fractions) if fractions else 0.0
+
+    def step(self) -> Update:
+        """One truncated-BPTT update on the next window: lr, forward from the carried state,
+        backward, clip, and the optimizer step, unless the loss or gradient is not finite."""
+        t, s = self.config.train, self.loop
+        if s.window >= self.limits.per_epoch:  # a new pass: the streams restart, so does the state
+            s.epoch, s.window, self.carry = s.epoch + 1, 0, None
+        w = self.streams.window(s.window)
+        x, y = w.x.to(self.device), w.y.to(self.device)  # (B, k2)
+        lr = learning_rate(t, s.step, self.progress(), s.plateau_scale)
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
+        loss, self.carry = self.window_loss(x, y, self.carry)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(self.model.parameters(), t)
+        loss_value = loss.item()
+        # Checked before the update, so NaN never reaches the weights or a checkpoint. Under DDP
+        # the gradient norm is the same on every rank (gradients are averaged), so all agree.
+        applied = math.isfinite(grad_norm) and (self.group.active or math.isfinite(loss_value))
+        if applied:
+            self.optimizer.step()
+            self.skips_in_a_row = 0
+        else:
+            self._skip(loss_value, grad_norm)
+        s.step += 1
+        s.window += 1
+        chars = x.shape[0] * self.group.world_size * min(self.streams.stride, x.shape[1])
+        return Update(s.step, lr, loss_value, grad_norm, applied, chars)
+
+    def _skip(self, loss: float, grad_norm: float) -> None:
+        """A non-finite update: not applied; the run stops unless --nonfinite skip allows it."""
+        t = self.config.train
+        self.skips_in_a_row += 1
+        if t.nonfinite == "stop" or self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            kept = (f"{self.run_dir / 'last'} (step {self.saved_at}) is the last good checkpoint"
+                    if self.saved_at >= 0 else "no checkpoint was written yet")
+            what = f"{MAX_SKIPS_IN_A_ROW} updates in a row had" if t.nonfinite == "skip" else "the update had"
+            raise NonFinite(f"{what} a non-finite loss or gradient (loss {loss}, gradient norm {grad_norm}) at "
+                            f"step {self.loop.step + 1}, so training stopped without applying it; {kept}; lower "
+                            f"--lr (now {t.lr:g}) or --clip-value and start again, or resume with --nonfinite "
+                            "skip to skip such updates")
+        self.loop.skipped += 1
+        parts = self.carry if isinstance(self.carry, tuple) else (self.carry,)
+        if self.carry is not None and not all(bool(torch.isfinite(s).all()) for s in parts):
+            self.carry = None  # a state that overflowed would poison every later window
+
+    # --- validation and checkpoints ------------------------------------------------------------
+    def validate(self, max_chars: int | None = None) -> float | None:
+        """Bits per character of the validation split (its first `max_chars`), None if empty."""
+        t = self.config.train
+        seq_len = max(t.seq_len, 256) if t.bptt == "truncated" else self.streams.seq_len
+        nats, count = evaluate_tokens(self.model, self.data.val, self.val_batch, seq_len, max_chars)
+        return nats / count / LN2 if count else None
+
+    def recent_bpc(self) -> float | None:
+        """Train bits per character: the mean over the last log_every applied updates."""
+        return sum(self.recent) / len(self.recent) / LN2 if self.recent else None
+
+    def save(self, name: str, val_bpc: float | None = None) -> None:
+        """Write checkpoint RUN/name. A collective under DDP (every rank's carried state is
+        gathered), so every rank calls it; rank 0 writes."""
+        whole_carry = ddp.gather_state(self.carry, self.group)
+        if not self.group.is_main:
+            return
+        s, data = self.loop, self.data
+        opt_tensors, opt_meta = optimizer_to_flat(self.optimizer)
+        record = RunRecord.at(
+            s, config=self.config.to_dict(), vocab=data.vocab.to_json(),
+            metrics=Metrics(val_bpc, s.best_val_bpc, self.recent_bpc()),
+            data=DataRecord(data.fingerprint, len(data.train), len(data.val), len(data.test),
+                            self.limits.per_epoch, s.window * self.streams.stride),
+            schedule=Schedule(self.config.train.schedule, self.optimizer.param_groups[0]["lr"], s.plateau_scale),
+            optimizer=opt_meta)
+        tensors = {**state_to_tensors(whole_carry), **rng_to_tensors()}
+        store.save(self.run_dir / name, record.to_json(), self.model.state_dict(), opt_tensors, tensors)
+
+    def _count_validation(self, val: float) -> bool:
+        """Early-stopping and plateau bookkeeping after a validation; -> whether it is the best."""
+        t, s = self.config.train, self.loop
+        improved = s.best_val_bpc is None or val < s.best_val_bpc
+        if improved:
+            s.best_val_bpc, s.bad_evals = val, 0
+        else:
+            s.bad_evals += 1
+        if t.schedule == "plateau":
+            if s.plateau_best is None or val < s.plateau_best:
+                s.plateau_best, s.plateau_bad = val, 0
+            else:
+                s.plateau_bad += 1
+                if s.plateau_bad >= t.patience:
+                    s.plateau_scale *= t.gamma
+                    s.plateau_bad = 0
+        return improved
+
+    def _evaluate_and_save(self, final: bool) -> Metrics:
+        """Validation (unless Ctrl-C skips it) and its bookkeeping, then last/ and, if best, best/."""
+        s = self.loop
+        if final:
+            self.say(f"scoring the validation split ({len(self.data.val):,} characters)...")
+        val = self.interrupt.score(partial(self.validate, None if final else self.config.train.eval_max_chars))
+        improved = False
+        if val is not None:
+            self.log({"step": s.step, "epoch": s.epoch, "split": "val", "time_s": s.elapsed_s,
+                      "loss": val * LN2, "bpc": val})
+            improved = self._count_validation(val)
+        self.save("last", val)
+        if improved:
+            self.save("best", val)
+        return Metrics(val, s.best_val_bpc, self.recent_bpc())
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Train until a limit, early stopping or Ctrl-C; then save, validate and test."""
+        t = self.config.train
+        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") if self.group.is_main else None
+        if t.progress and self.group.is_main:
+            from tqdm.auto import tqdm  # the progress bar's import takes a moment: only when shown
+            self.bar = tqdm(total=self.limits.total_steps, initial=self.loop.step, unit="step", dynamic_ncols=True,
+                            disable=None, file=sys.stderr)
+        self.t_start = time.perf_counter() - self.loop.elapsed_s
+        self.chars_done, self.t_rate = 0, time.perf_counter()
+        with self.interrupt:
+            try:
+                stopped = self._loop()
+            except NonFinite:
+                self._close()
+                raise
+            return self._finish(stopped)
+
+    def _loop(self) -> str:
+        """Updates until a stop condition holds; -> its name. Stops are checked only at a window
+        edge, so the saved state is whole."""
+        while True:
+            self.loop.elapsed_s = time.perf_counter() - self.t_start
+            stopped = self._stop_reason()
+            if self.group.active:  # time limits and Ctrl-C differ between processes: rank 0 decides for all
+                stopped = STOPS[ddp.agree(STOPS.index(stopped), self.group)]
+            if stopped:
+                return stopped
+            self._after_update(self.step())
+
+    def _stop_reason(self) -> str | None:
+        t, s, total = self.config.train, self.loop, self.limits.total_steps
+        if total is not None and s.step >= total:
+            return "max_steps" if t.max_steps and s.step >= t.max_steps else "max_epochs"
+        if t.max_minutes and s.elapsed_s >= 60 * t.max_minutes:
+            return "max_minutes"
+        if t.early_stopping and s.bad_evals >= t.early_stopping:
+            return "early_stopping"
+        return "interrupted" if self.interrupt.requested else None
+
+    def _after_update(self, u: Update) -> None:
+        """After an update: its metrics row, the progress bar, the periodic validation, the callback."""
+        t, s = self.config.train, self.loop
+        if not u.applied:
+            self.log({"step": u.step, "epoch": s.epoch, "split": "train", "skipped": "nonfinite",
+                      "loss": u.loss if math.isfinite(u.loss) else None,
+                      "grad_norm": u.grad_norm if math.isfinite(u.grad_norm) else None})
+        else:
+            self.recent.append(u.loss)
+            del self.recent[:-t.log_every]
+        self.chars_done += u.chars
+        if u.applied and self.recent and s.step % t.log_every == 0:
+            self._log_train(u)
+        if self.bar is not None:
+            self.bar.update(1)
+        if s.step % t.eval_every == 0:
+            s.elapsed_s = time.perf_counter() - self.t_start
+            self._evaluate_and_save(final=False)
+            self.saved_at = s.step
+        if self.callback is not None and self.callback({"step": s.step, "loss": u.loss, "lr": u.lr,
+                                                        "epoch": s.epoch, "window": s.window}):
+            self.interrupt.requested = True
+
+    def _log_train(self, u: Update) -> None:
+        t, now = self.config.train, time.perf_counter()
+        cps = self.chars_done / max(now - self.t_rate, 1e-9)
+        self.chars_done, self.t_rate = 0, now
+        self.log({"step": u.step, "epoch": self.loop.epoch, "split": "train", "loss": u.loss,
+                  "bpc": self.recent_bpc(), "lr": u.lr, "grad_norm": u.grad_norm, "chars_per_sec": cps,
+                  "time_s": time.perf_counter() - self.t_start})
+        if self.bar is not None:
+            post = {"loss": f"{u.loss:.3f}", "bpc": f"{self.recent_bpc():.3f}", "char/s": f"{cps:,.0f}"}
+            if t.max_minutes:
+                post["left"] = f"{max(0.0, t.max_minutes * 60 - (now - self.t_start)) / 60:.1f}min"
+            self.bar.set_postfix(post, refresh=False)
+
+    def _finish(self, stopped: str) -> RunResult:
+        """The end: validate and save (unless this very step was just saved), then test the best.
+        A Ctrl-C run saves `last` first: a second Ctrl-C may skip the scoring, never the save."""
+        s = self.loop
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        s.elapsed_s = time.perf_counter() - self.t_start
+        if self.saved_at != s.step:
+            if stopped == "interrupted":
+                self.save("last")
+                self.say(f"saved {self.run_dir / 'last'}; scoring {len(self.data.val):,} validation characters "
+                         "(Ctrl-C to skip)...")
+            metrics = self._evaluate_and_save(final=stopped != "interrupted")
+        else:
+            metrics = Metrics(s.best_val_bpc, s.best_val_bpc, self.recent_bpc())
+        result = {"train_bpc": self.recent_bpc(), "val_bpc": metrics.val_bpc, "best_val_bpc": s.best_val_bpc,
+                  "steps": s.step, "minutes": s.elapsed_s / 60, "stopped": stopped}
+        if stopped != "interrupted" and len(self.data.test) >= 2 and self.group.is_main \
+                and not self.interrupt.skip_scoring:
+            result.update(self._test())
+        self._close()
+        self.window_loss = None  # DDP's reducer holds the process group: free it before the group goes
+        ddp.teardown(self.group)
+        self.model.eval()
+        self.model.vocab = self.data.vocab
+        _print_summary(self.say, self.run_dir, result)  # a late Ctrl-C still lands in our handler: said, not a traceback
+        return RunResult(self.run_dir, self.model, s.step, s.epoch, stopped, result)
+
+    def _test(self) -> dict:
+        """test_bpc and the rest of the test split's numbers, of best/ (or last/ without one)."""
+        best = self.run_dir / ("best" if (self.run_dir / "best").exists() else "last")
+        self.say(f"scoring {best.name}/ on the test split ({len(self.data.test):,} characters)...")
+        tested = load(best, device=self.device)
+        seq_len = max(self.config.train.seq_len, 256)
+        scored = self.interrupt.score(partial(evaluate_tokens, tested, self.data.test, self.val_batch, seq_len))
+        if scored is None:
+            return {}
+        result = {f"test_{k}": v for k, v in summarize(*scored).items()}
+        result["test_bpc"] = result.pop("test_bits_per_char")
+        self.log({"step": self.loop.step, "epoch": self.loop.epoch, "split": "test",
+                  "loss": result["test_nats_per_char"], "bpc": result["test_bpc"], "checkpoint": best.name,
+                  "time_s": self.loop.elapsed_s})
+        return result
+
+    def _close(self) -> None:
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+            self.metrics_file = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def train(config: Config | None = None, callback: Callable[[dict], bool | None] | None = None,
+          verbose: bool = False, **overrides) -> RunResult:
+    """Train a character language model; return a `RunResult`.
+
+    `config` is a `Config` (defaults if None); keyword overrides set any field by name, e.g.
+    `train(paths=["input.txt"], cell="gru", max_steps=1000)`. `resume="RUN"` continues a run
+    where it stopped (its saved config, with new limits if given); `init_from="CKPT"` starts a new
+    run from a checkpoint's weights and vocabulary. `callback(info)` is called after every update
+    with a dict (step, loss, ...); returning True stops the run there, as Ctrl-C does.
+    `verbose` prints every setting at the start (otherwise only those that differ from the defaults).
+    """
+    return Trainer(config, callback=callback, verbose=verbose, **overrides).run()
+
+
+def _print_summary(say, run_dir: Path, r: dict) -> None:
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    say(f"stopped ({r['stopped']}) after {r['steps']} steps, {r['minutes']:.1f} min: train {fmt(r['train_bpc'])} "
+        f"val {fmt(r['val_bpc'])} best val {fmt(r['best_val_bpc'])} test {fmt(r.get('test_bpc'))} bits/char")
+    say(f"run directory: {run_dir}")
+    if r["stopped"] == "interrupted":  # said even when quiet: it is what to do next
+        print(f"unrolled: stopped at step {r['steps']} and saved; continue with: unrolled train --resume {run_dir}",
+              file=sys.stderr)
+
+
+def _json(obj, indent: int | None = 1) -> str:
+    return json.dumps(obj, indent=indent, default=float)
