@@ -47,6 +47,17 @@ def learning_rate(t: TrainConfig, step: int, progress: float, plateau_scale: flo
     return warm * (floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def progress(t: TrainConfig, decay_steps: int | None, step: int, elapsed_s: float) -> float:
+    """The fraction of the run done, for the cosine schedule: of its decay_steps after warmup,
+    or of its max_minutes, whichever is further."""
+    fractions = []
+    if decay_steps:
+        fractions.append((step - t.warmup_steps) / max(1, decay_steps - t.warmup_steps))
+    if t.max_minutes:
+        fractions.append(elapsed_s / (60 * t.max_minutes))
+    return max(fractions) if fractions else 0.0
+
+
 def clip_gradients(params, t: TrainConfig) -> float:
     """Clip in place; return the gradient norm before clipping (Pascanu, Mikolov, Bengio 2013)."""
     params = [p for p in params if p.grad is not None]

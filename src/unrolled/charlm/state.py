@@ -49,6 +49,25 @@ class LoopState:
 
     from_json = classmethod(_from_json)
 
+    def count_validation(self, val_bpc: float, plateau: bool, patience: int, gamma: float) -> bool:
+        """After a validation: the best so far and the early-stopping count; with the plateau
+        schedule, lr x gamma after `patience` validations without a new plateau best.
+        -> whether it is the best so far."""
+        improved = self.best_val_bpc is None or val_bpc < self.best_val_bpc
+        if improved:
+            self.best_val_bpc, self.bad_evals = val_bpc, 0
+        else:
+            self.bad_evals += 1
+        if plateau:
+            if self.plateau_best is None or val_bpc < self.plateau_best:
+                self.plateau_best, self.plateau_bad = val_bpc, 0
+            else:
+                self.plateau_bad += 1
+                if self.plateau_bad >= patience:
+                    self.plateau_scale *= gamma
+                    self.plateau_bad = 0
+        return improved
+
     def to_json(self) -> dict:
         return asdict(self)
 

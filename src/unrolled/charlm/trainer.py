@@ -24,8 +24,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -36,19 +35,17 @@ from torch import nn
 from unrolled import distributed as ddp
 from unrolled import store
 from unrolled.charlm import tbptt
-from unrolled.charlm.data import make_streams, prepare_data
 from unrolled.charlm.device import check_fits_in_memory, pick_device
 from unrolled.charlm.interrupt import Interrupt
-from unrolled.charlm.optim import clip_gradients, learning_rate, make_optimizer
+from unrolled.charlm.optim import clip_gradients, learning_rate, progress
 from unrolled.charlm.run import load, resolve_config
+from unrolled.charlm.start import build_model, make_run_dir, read_data, resumed_carry, run_limits, what_runs
 from unrolled.charlm.state import (DataRecord, LoopState, Metrics, RunRecord, Schedule, optimizer_from_flat,
-                                   optimizer_to_flat, restore_rng, rng_to_tensors, state_from_tensors,
-                                   state_to_tensors)
+                                   optimizer_to_flat, restore_rng, rng_to_tensors, state_to_tensors)
 from unrolled.config import Config
 from unrolled.errors import UserError
 from unrolled.evaluate import evaluate_tokens, summarize
 from unrolled.lm import CharLM
-from unrolled.text import Vocabulary
 
 LN2 = math.log(2)
 STOPS = (None, "max_steps", "max_epochs", "max_minutes", "early_stopping", "interrupted")
@@ -73,29 +70,6 @@ class RunResult:
     @property
     def last(self) -> Path:
         return self.run_dir / "last"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """When the run stops and where the cosine schedule ends, computed once at the start."""
-    per_epoch: int  # windows in one pass over the training text
-    total_steps: int | None  # min(max_steps, ceil(max_epochs * per_epoch)); None: only a time limit
-    decay_steps: int | None  # the cosine horizon: given, or total_steps when the run began
-
-
-def run_limits(cfg: Config, per_epoch: int, resumed: bool) -> tuple[Config, Limits]:
-    """The run's limits: one epoch when none is given; the cosine horizon fixed when the run
-    begins (a resume keeps its saved one). -> (the run's config with them filled in, as it is
-    printed and saved, so a resume reads them back; the limits)."""
-    t = cfg.train
-    max_epochs, decay_steps = t.max_epochs, t.decay_steps
-    steps = [s for s in (t.max_steps, math.ceil(t.max_epochs * per_epoch) if t.max_epochs else None) if s]
-    if not steps and not t.max_minutes:
-        max_epochs, steps = 1.0, [per_epoch]
-    total = min(steps) if steps else None
-    if decay_steps is None and total is not None and not resumed:
-        decay_steps = total
-    return cfg.updated(max_epochs=max_epochs, decay_steps=decay_steps), Limits(per_epoch, total, decay_steps)
 
 
 @dataclass(frozen=True)
@@ -130,16 +104,19 @@ class Trainer:
         self.group = ddp.setup(self.device)  # a group of one unless started by torchrun
         self.device = ddp.device_for(self.group, self.device)
         self.quiet = not (cfg.train.progress and self.group.is_main)  # rank 0 speaks and writes
-        cfg, init = self._setup_data(cfg, resumed)
-        self.run_dir = self._setup_run_dir(cfg, resumed)
-        self._setup_model(cfg, init)
+        cfg, self.data, self.streams, init = read_data(cfg, resumed, self.group)
+        self.val_batch = min(cfg.train.batch_size, 64)
+        check_fits_in_memory(len(self.data.vocab), cfg.model)  # before the run directory is made
+        self.run_dir = make_run_dir(cfg, resumed, self.group)
+        self.model, self.optimizer = build_model(cfg, self.data.vocab, init, self.device)
         self.config, self.limits = run_limits(cfg, len(self.streams), resumed=saved is not None)
         self.loop, self.carry = LoopState(), None
         if saved is not None:
             self._resume(saved, resumed)
         elif self.group.is_main:
-            (self.run_dir / "config.json").write_text(_json(self.config.to_dict()))
-        self._say_what_runs(verbose)
+            (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=1, default=float))
+        for line in what_runs(self.config, self.data, self.model, self.device, self.group, verbose):
+            self.say(line)
         self.window_loss = tbptt.WindowLoss(self.model, self.streams.stride)
         if self.group.active:  # gradients are averaged over ranks during backward
             self.window_loss = nn.parallel.DistributedDataParallel(
@@ -149,83 +126,18 @@ class Trainer:
         # losses since the last train row, the throughput counters, the files run() writes.
         self.saved_at = self.loop.step if saved is not None else -1
         self.skips_in_a_row, self.recent = 0, []
-        self.t_start, self.chars_done, self.t_rate = time.perf_counter() - self.loop.elapsed_s, 0, time.perf_counter()
-        self.metrics_file = self.bar = None
-
-    # --- setup ---------------------------------------------------------------------------------
-    def _setup_data(self, cfg: Config, resumed: RunRecord | None):
-        """The data and its vocabulary (the checkpoint's, when continuing or fine-tuning)."""
-        t, init, vocab = cfg.train, None, None
-        if resumed is not None:
-            vocab = Vocabulary.from_json(resumed.vocab)
-        elif t.init_from:
-            init = store.read(t.init_from, prefer="best", full=False)
-            record = RunRecord.from_json(init.state)
-            vocab = Vocabulary.from_json(record.vocab)
-            cfg = replace(cfg, model=Config.from_dict(record.config).model)
-        self.data = prepare_data(cfg, vocab)
-        if resumed is not None and (resumed.data.fingerprint if resumed.data else None) != self.data.fingerprint:
-            raise UserError(f"the text of run {t.resume} changed since it started (different length or contents); "
-                            "resume needs the same text, or start a new run with --init-from")
-        self.streams = make_streams(self.data.train, t, self.group)
-        self.val_batch = min(t.batch_size, 64)
-        check_fits_in_memory(len(self.data.vocab), cfg.model)  # before the run directory is made
-        return cfg, init
-
-    def _setup_run_dir(self, cfg: Config, resumed: RunRecord | None) -> Path:
-        t = cfg.train
-        run_dir = Path(t.resume) if resumed is not None else Path(t.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
-        if resumed is None and self.group.is_main:
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise UserError(f"--out {run_dir} already holds files; pass --resume {run_dir} to continue that run, "
-                                "or choose another --out")
-            run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-
-    def _setup_model(self, cfg: Config, init: store.Checkpoint | None) -> None:
-        """The model and optimizer, seeded; --init-from's weights."""
-        torch.manual_seed(cfg.train.seed)
-        try:
-            self.model = CharLM(self.data.vocab, cfg.model)
-        except (RuntimeError, MemoryError) as e:  # the allocator refuses a model larger than memory
-            if "alloc" not in str(e) and not isinstance(e, MemoryError):
-                raise
-            raise UserError(f"a model of --hidden-size {cfg.model.hidden_size} x --num-layers "
-                            f"{cfg.model.num_layers} does not fit in this machine's memory; use a smaller model") from None
-        if init is not None:
-            self.model.load_state_dict(init.model)
-        self.model.to(self.device)
-        self.optimizer = make_optimizer(self.model.parameters(), cfg.train)
+        self.t_start = self.t_rate = self.metrics_file = self.bar = None  # run() opens and starts these
+        self.chars_done = 0
 
     def _resume(self, saved: store.Checkpoint, record: RunRecord) -> None:
         """Everything that decides the next update, from the run's last checkpoint."""
-        t, group = self.config.train, self.group
         self.model.load_state_dict(saved.model)
         self.optimizer.load_state_dict(optimizer_from_flat(saved.optimizer, record.optimizer))
         self.loop = record.loop
-        carry = state_from_tensors(saved.tensors)
-        if carry is not None:
-            rows = (carry[0] if isinstance(carry, tuple) else carry).shape[1]
-            if rows != t.batch_size * group.world_size:
-                raise UserError(f"run {self.run_dir} carries {rows} streams; resume it with processes x --batch-size "
-                                f"= {rows} (now {group.world_size} x {t.batch_size})")
-            carry = ddp.rank_state(carry, group, t.batch_size)
-            carry = tuple(s.to(self.device) for s in carry) if isinstance(carry, tuple) else carry.to(self.device)
-        self.carry = carry
+        self.carry = resumed_carry(saved, self.config.train, self.group, self.device, self.run_dir)
         restore_rng(saved.tensors)
         self.say(f"resuming {self.run_dir} at step {self.loop.step} (epoch {self.loop.epoch}, "
                  f"window {self.loop.window})")
-
-    def _say_what_runs(self, verbose: bool) -> None:
-        t, data, device = self.config.train, self.data, self.device
-        self.say(f"unrolled train: {len(data.vocab)} symbols, {len(data.train):,} train / {len(data.val):,} val / "
-                 f"{len(data.test):,} test characters, {self.model.num_parameters():,} parameters on {device}"
-                 + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""))
-        if self.group.active:
-            self.say(f"DistributedDataParallel ({self.group.backend}): {self.group.world_size} processes x batch "
-                     f"{t.batch_size} = effective batch {self.group.world_size * t.batch_size} streams; lr {t.lr:g} "
-                     "(not scaled: each update is the mean over all streams)")
-        self.say(self.config.describe(everything=verbose))
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -234,19 +146,10 @@ class Trainer:
     def log(self, row: dict) -> None:
         """One row of metrics.jsonl (rank 0, while `run()` runs)."""
         if self.metrics_file is not None:
-            self.metrics_file.write(_json(row, indent=None) + "\n")
+            self.metrics_file.write(json.dumps(row, default=float) + "\n")
             self.metrics_file.flush()
 
     # --- one update ----------------------------------------------------------------------------
-    def progress(self) -> float:
-        """The fraction of the run done, for the cosine schedule: of its steps or of its time."""
-        t, s, fractions = self.config.train, self.loop, []
-        if self.limits.decay_steps:
-            fractions.append((s.step - t.warmup_steps) / max(1, self.limits.decay_steps - t.warmup_steps))
-        if t.max_minutes:
-            fractions.append(s.elapsed_s / (60 * t.max_minutes))
-        return max(fractions) if fractions else 0.0
-
     def step(self) -> Update:
         """One truncated-BPTT update on the next window: lr, forward from the carried state,
         backward, clip, and the optimizer step, unless the loss or gradient is not finite."""
@@ -255,7 +158,7 @@ class Trainer:
             s.epoch, s.window, self.carry = s.epoch + 1, 0, None
         w = self.streams.window(s.window)
         x, y = w.x.to(self.device), w.y.to(self.device)  # (B, k2)
-        lr = learning_rate(t, s.step, self.progress(), s.plateau_scale)
+        lr = learning_rate(t, s.step, progress(t, self.limits.decay_steps, s.step, s.elapsed_s), s.plateau_scale)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
         loss, self.carry = self.window_loss(x, y, self.carry)
@@ -323,35 +226,17 @@ class Trainer:
         tensors = {**state_to_tensors(whole_carry), **rng_to_tensors()}
         store.save(self.run_dir / name, record.to_json(), self.model.state_dict(), opt_tensors, tensors)
 
-    def _count_validation(self, val: float) -> bool:
-        """Early-stopping and plateau bookkeeping after a validation; -> whether it is the best."""
-        t, s = self.config.train, self.loop
-        improved = s.best_val_bpc is None or val < s.best_val_bpc
-        if improved:
-            s.best_val_bpc, s.bad_evals = val, 0
-        else:
-            s.bad_evals += 1
-        if t.schedule == "plateau":
-            if s.plateau_best is None or val < s.plateau_best:
-                s.plateau_best, s.plateau_bad = val, 0
-            else:
-                s.plateau_bad += 1
-                if s.plateau_bad >= t.patience:
-                    s.plateau_scale *= t.gamma
-                    s.plateau_bad = 0
-        return improved
-
     def _evaluate_and_save(self, final: bool) -> Metrics:
         """Validation (unless Ctrl-C skips it) and its bookkeeping, then last/ and, if best, best/."""
-        s = self.loop
+        s, t = self.loop, self.config.train
         if final:
             self.say(f"scoring the validation split ({len(self.data.val):,} characters)...")
-        val = self.interrupt.score(partial(self.validate, None if final else self.config.train.eval_max_chars))
+        val = self.interrupt.score(partial(self.validate, None if final else t.eval_max_chars))
         improved = False
         if val is not None:
             self.log({"step": s.step, "epoch": s.epoch, "split": "val", "time_s": s.elapsed_s,
                       "loss": val * LN2, "bpc": val})
-            improved = self._count_validation(val)
+            improved = s.count_validation(val, t.schedule == "plateau", t.patience, t.gamma)
         self.save("last", val)
         if improved:
             self.save("best", val)
@@ -510,7 +395,3 @@ def _print_summary(say, run_dir: Path, r: dict) -> None:
     if r["stopped"] == "interrupted":  # said even when quiet: it is what to do next
         print(f"unrolled: stopped at step {r['steps']} and saved; continue with: unrolled train --resume {run_dir}",
               file=sys.stderr)
-
-
-def _json(obj, indent: int | None = 1) -> str:
-    return json.dumps(obj, indent=indent, default=float)
