@@ -6,9 +6,10 @@ alternates between corpora), then both are scored on the test split by the same 
 (`unrolled.evaluate.evaluate_tokens` on the whole test split: bits per character, the state
 carried through the text):
 
-* unrolled   `unrolled.train(...)` with its defaults (Adam 3e-3, cosine with warmup, gradient-norm
-             clipping, forget-gate bias 1, truncated BPTT with the state carried across windows);
-             only the size, the budget and the seed are set.
+* unrolled   `unrolled.train(...)` with its defaults (config.py: Adam at 1e-2, cosine from a 20-step
+             warmup down to 0.1 x lr, gradient-norm clipping at 1, forget-gate bias 0, truncated
+             BPTT with the state carried across windows); only the size, the budget and the seed
+             are set.
 * plain      the loop a user writes from the PyTorch tutorials: nn.Embedding + nn.LSTM + nn.Linear,
              random windows of the training text starting from a zero state, Adam at a constant
              2e-3, cross-entropy, no clipping or schedule.
