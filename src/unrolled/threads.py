@@ -18,6 +18,7 @@ import torch
 from unrolled.errors import UserError
 
 SAMPLE_SECONDS = 0.2  # how long the CPU counters are watched
+MAX_THREADS = 1024  # torch takes a C int; more than any machine this runs on has cores
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -70,6 +71,9 @@ def choose(requested: int | None = None) -> int:
     if requested is not None:
         if requested < 1:
             raise UserError(f"--threads must be a positive integer, got {requested}")
+        if requested > MAX_THREADS:
+            raise UserError(f"--threads {requested} is more than the {MAX_THREADS} threads unrolled runs; "
+                            f"give at most {MAX_THREADS}")
         return requested
     most = torch.get_num_threads()
     if os.environ.get("OMP_NUM_THREADS") or most == 1:  # the user's choice, or nothing to choose
