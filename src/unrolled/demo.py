@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unrolled.checkpoint import load
+from unrolled.charlm.run import load
+from unrolled.charlm.trainer import train
 from unrolled.plot import plot
 from unrolled.sample import sample
-from unrolled.train import train
 
 # The two samples the demo prints: the first as measured to read best, the second unfiltered.
 SAMPLES = {"top-p 0.95": {"temperature": 1.0, "top_p": 0.95}, "temperature 1.0": {"temperature": 1.0}}

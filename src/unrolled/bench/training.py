@@ -4,7 +4,7 @@ One update is forward, cross-entropy, backward, gradient-norm clipping and an Ad
 character model, for rnn, lstm and gru at the shapes (H, L, B, T) of `SHAPES`:
 
     torch            nn.Embedding -> nn.LSTM/GRU/RNN -> nn.Linear, the plain PyTorch loop
-    unrolled         CharLM with its defaults and train.py's own loss, clipping and optimizer:
+    unrolled         CharLM with its defaults and the Trainer's own loss, clipping and optimizer:
                      what `unrolled train` runs (the layer's path="auto")
     unrolled:fast    the same with the fused torch kernels forced (path="fast")
     unrolled:kernel  the same with our sequence kernels forced (path="kernel")
@@ -24,8 +24,9 @@ from unrolled.bench.models import PlainCharModel, make_lm
 from unrolled.bench.roofline import flops_per_char, peak_contenders
 from unrolled.bench.settings import Settings
 from unrolled.bench.timing import interleaved
+from unrolled.charlm.optim import clip_gradients, make_optimizer
+from unrolled.charlm.tbptt import tbptt_loss
 from unrolled.config import TrainConfig
-from unrolled.train import clip_gradients, make_optimizer, tbptt_loss
 
 SHAPES = [(128, 1, 32, 100), (256, 2, 64, 100), (512, 3, 32, 50)]  # (H, L, B, T)
 CELLS = ("rnn", "lstm", "gru")

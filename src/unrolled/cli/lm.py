@@ -1,7 +1,7 @@
 """`unrolled train`, `sample`, `eval`, `inspect`, `plot` and `demo`: character language models.
 
 Each command is a thin wrapper over the library function of the same name (`unrolled.train`,
-`unrolled.sample`, `unrolled.evaluate`, `checkpoint.describe`, `plot.plot`, `demo.demo`): it
+`unrolled.sample`, `unrolled.evaluate`, `charlm.describe`, `plot.plot`, `demo.demo`): it
 reads its flags, makes that call and prints the result.
 """
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pathlib import Path
 
 from unrolled import config as C
 from unrolled import threads
-from unrolled.checkpoint import describe, load
+from unrolled.charlm.device import pick_device
+from unrolled.charlm.run import describe, load
+from unrolled.charlm.trainer import train
 from unrolled.demo import demo
 from unrolled.errors import UserError
 from unrolled.evaluate import evaluate
 from unrolled.plot import plot
 from unrolled.sample import check_options, sample
 from unrolled.text import read_file, resolve_paths
-from unrolled.train import pick_device, train
 
 
 # --- train --------------------------------------------------------------------------------------

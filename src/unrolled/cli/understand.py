@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from unrolled import threads
-from unrolled.checkpoint import load
+from unrolled.charlm.run import load
 from unrolled.errors import UserError
 from unrolled.understand import analyses, report
 from unrolled.understand.record import fit_to_vocabulary
