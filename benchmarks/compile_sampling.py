@@ -17,7 +17,7 @@ import time
 import torch
 
 from unrolled.bench import make_lm
-from unrolled.text import Vocabulary
+from unrolled.charlm.text import Vocabulary
 
 
 def main() -> None:

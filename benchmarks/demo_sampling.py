@@ -27,9 +27,9 @@ import sys
 
 import numpy as np
 
-from unrolled.checkpoint import load
-from unrolled.sample import sample
-from unrolled.text import default_corpus, split_bounds
+from unrolled.charlm.run import load
+from unrolled.charlm.sample import sample
+from unrolled.charlm.text import default_corpus, split_bounds
 from unrolled.understand.ngram import log_probs
 
 SETTINGS = [{"temperature": t} for t in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)] + \

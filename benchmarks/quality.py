@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import unrolled
-from unrolled.evaluate import evaluate_tokens
-from unrolled.text import Vocabulary, read_corpus, split, to_tokens
+from unrolled.charlm.evaluate import evaluate_tokens
+from unrolled.charlm.text import Vocabulary, read_corpus, split, to_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = {"shakespeare": "shakespeare/works.txt", "linux": "linux/kernel.txt"}

@@ -5,7 +5,7 @@ the corpus, and should grow with the window. Full BPTT keeps the graph of the wh
 memory grows with the sequence length.
 
 Each configuration runs in a fresh process (so peak RSS is its own) a whole pass of training
-updates with `unrolled.train.tbptt_loss` over B = 16 streams (one LSTM layer of H = 128) of a synthetic corpus (for truncated
+updates with `unrolled.charlm.tbptt.tbptt_loss` over B = 16 streams (one LSTM layer of H = 128) of a synthetic corpus (for truncated
 BPTT: every window of the pass, the state carried and detached at each edge; for full BPTT: one
 update over the whole streams). Two numbers per row:
 
@@ -38,10 +38,10 @@ def measure(mode: str, chars: int, window: int | None) -> dict:
     import numpy as np
     import torch
 
-    from unrolled.config import ModelConfig
-    from unrolled.lm import CharLM
-    from unrolled.text import TokenStreams, Vocabulary
-    from unrolled.train import tbptt_loss
+    from unrolled.charlm.config import ModelConfig
+    from unrolled.charlm.model import CharLM
+    from unrolled.charlm.text import TokenStreams, Vocabulary
+    from unrolled.charlm.tbptt import tbptt_loss
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from unrolled.train import train
+from unrolled.charlm.trainer import train
 
 if __name__ == "__main__":
     corpus, out, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])

@@ -21,7 +21,7 @@ import numpy as np
 
 
 def splits(path):
-    from unrolled.text import read_file, split_bounds
+    from unrolled.charlm.text import read_file, split_bounds
     text = read_file(Path(path))
     a, b = split_bounds(len(text))
     return text[:a], text[b:]
@@ -47,7 +47,7 @@ def ngram(corpus, out):
 
 def model(corpus, out, checkpoint):
     import torch
-    from unrolled.checkpoint import load
+    from unrolled.charlm.run import load
     from unrolled.understand.ngram import error_analysis
     from unrolled.understand.record import record
     torch.set_num_threads(1)

@@ -27,6 +27,7 @@ import time
 
 import torch
 
+from unrolled.charlm.text import Vocabulary, split_bounds
 from unrolled.errors import UserError
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -151,26 +152,20 @@ def load_corpora(args) -> dict[str, str]:
 
 
 def split(text: str) -> tuple[str, str, str]:
-    """By position: 80% train, 10% validation, 10% test."""
-    a, b = int(0.8 * len(text)), int(0.9 * len(text))
+    """By position: 80% train, 10% validation, 10% test (the split `unrolled train` makes)."""
+    a, b = split_bounds(len(text))
     return text[:a], text[a:b], text[b:]
 
 
-class CharVocab:
-    """Characters <-> ids; id 0 stands for any character not seen in training."""
+class CharVocab(Vocabulary):
+    """unrolled's character vocabulary over the training texts, plus "\0" (id 0), which stands
+    for any character not seen in training; encode gives a tensor of ids."""
 
     def __init__(self, texts):
-        self.chars = ["\0"] + sorted(set("".join(texts)) - {"\0"})
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    def __len__(self) -> int:
-        return len(self.chars)
+        super().__init__(set("".join(texts)) | {"\0"})
 
     def encode(self, text: str) -> torch.Tensor:
-        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in ids)
+        return torch.tensor(super().encode(text, unknown="replace", replacement="\0"), dtype=torch.long)
 
 
 def snippets(texts: dict[str, str], vocab: CharVocab, n: int, length: int, rng: random.Random):

@@ -11,10 +11,10 @@ import unrolled
 from unrolled import store
 from unrolled.charlm import state
 from unrolled.charlm.run import describe, load
-from unrolled.config import Config, ModelConfig
+from unrolled.charlm.config import Config, ModelConfig
 from unrolled.errors import UserError
-from unrolled.lm import CharLM
-from unrolled.text import Vocabulary
+from unrolled.charlm.model import CharLM
+from unrolled.charlm.text import Vocabulary
 
 CHARS = "abcdé\n "  # V = 7
 

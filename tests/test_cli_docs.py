@@ -3,7 +3,7 @@
 Each command in `cli.COMMANDS` has a section headed "## `unrolled NAME`" whose tables list its
 positional arguments and flags, one row each (the first cell names it, the second is its default).
 These tests build every parser and compare it with its section, so a flag added, renamed or removed
-in src/unrolled/cli/ (or in unrolled.config, for `unrolled train`) fails here until the page says so.
+in src/unrolled/cli/ (or in unrolled.charlm.config, for `unrolled train`) fails here until the page says so.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from unrolled import cli
-from unrolled import config as C
+from unrolled.charlm import config as C
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 HEADING = re.compile(r"^## `unrolled ([a-z0-9-]+)`\s*$")

@@ -237,7 +237,7 @@ def test_documented_train_defaults_match_the_code():
     from dataclasses import MISSING, fields
     from pathlib import Path
 
-    from unrolled import config as C
+    from unrolled.charlm import config as C
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     helps = C.field_help()
     for cls in C.PARTS.values():

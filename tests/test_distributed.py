@@ -111,7 +111,7 @@ def test_ddp_through_our_compiled_kernel_equals_one_process(corpus, tmp_path):
     """The RNN over windows of 16 steps runs on our sequence kernel (path "auto", the compiled
     step loops); under DDP its gradients are averaged like torch's own: 2 ranks x batch 2 take
     the updates of 1 process x batch 4."""
-    from unrolled import native
+    from unrolled.kernels import native
     if native.ops() is None:
         pytest.skip(f"the compiled step loops are not here: {native.reason()}")
     rnn = [a if a != "lstm" else "rnn" for a in TINY]

@@ -9,10 +9,10 @@ import torch
 
 import unrolled
 from conftest import B, D, H, T, V
-from unrolled.config import ModelConfig
+from unrolled.charlm.config import ModelConfig
 from unrolled.kernels import GRUSequence, LSTMSequence, Product, RNNTanhSequence, native, sequence, tanh_, tanh_into
 from unrolled.recurrent import LAYERS
-from unrolled.text import Vocabulary
+from unrolled.charlm.text import Vocabulary
 
 CASES = {
     "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),

@@ -59,5 +59,5 @@ def test_the_build_is_keyed_by_the_headers_too(monkeypatch, tmp_path):
 
 
 def test_the_old_module_name_is_the_same_module():
-    import unrolled.native as old  # the shim kept while other modules still import the old name
+    import unrolled.kernels.native as old  # the shim kept while other modules still import the old name
     assert old is native

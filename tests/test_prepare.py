@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from unrolled import prepare as prep
+from unrolled.charlm import prepare as prep
 from unrolled.errors import UserError
-from unrolled.text import TokenStreams, Vocabulary
+from unrolled.charlm.text import TokenStreams, Vocabulary
 
 TEXT = "naïve café — «quotes»\r\n日本語 text 🎉 emoji\n" * 5
 
@@ -91,7 +91,7 @@ def test_cli_prepare(tmp_path, capsys):
 
 
 def test_prepared_checksum_is_the_training_fingerprint(tmp_path):
-    from unrolled.train import fingerprint
+    from unrolled.charlm.data import fingerprint
 
     f = tmp_path / "t.txt"
     f.write_text(TEXT * 3, encoding="utf-8")

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from unrolled.config import ModelConfig
+from unrolled.charlm.config import ModelConfig
 from unrolled.errors import UserError
-from unrolled.lm import CharLM
-from unrolled.sample import filter_logits, sample
-from unrolled.text import Vocabulary
+from unrolled.charlm.model import CharLM
+from unrolled.charlm.sample import filter_logits, sample
+from unrolled.charlm.text import Vocabulary
 
 CHARS = "abcdé\n "  # V = 7
 
@@ -84,7 +84,7 @@ def test_top_k_and_top_p_keep_the_right_sets():
 
 def test_sampling_follows_the_model_distribution(model):
     """Many one-step samples: the frequencies approach the softmax (a loose, seeded check)."""
-    from unrolled.sample import choose
+    from unrolled.charlm.sample import choose
     logits = torch.tensor([[2.0, 0.0, 1.0, -1.0, 0.5, 0.0, -2.0]]).expand(4000, -1)
     g = torch.Generator().manual_seed(0)
     counts = torch.bincount(choose(logits, 1.0, False, None, None, g), minlength=7).double() / 4000
@@ -102,7 +102,7 @@ def test_byte_level_model_samples_text(model):
 
 def test_a_top_p_below_float32_range_keeps_the_most_likely_character():
     """Found by the flag fuzzing: --top-p 1e-300 rounds to 0 in float32 and used to drop everything."""
-    from unrolled.sample import filter_logits
+    from unrolled.charlm.sample import filter_logits
 
     logits = torch.tensor([[0.5, 2.0, -1.0], [3.0, 1.0, 0.0]])
     kept = filter_logits(logits, top_p=1e-300)
@@ -110,6 +110,6 @@ def test_a_top_p_below_float32_range_keeps_the_most_likely_character():
 
 
 def test_perplexity_of_a_diverged_model_is_infinite_not_an_overflow():
-    from unrolled.evaluate import summarize
+    from unrolled.charlm.evaluate import summarize
 
     assert summarize(1e6, 10)["perplexity"] == float("inf")

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import B, T
 from unrolled.errors import UserError
-from unrolled.text import (TokenStreams, Vocabulary, default_corpus, read_corpus, split, split_bounds,
+from unrolled.charlm.text import (TokenStreams, Vocabulary, default_corpus, read_corpus, split, split_bounds,
                            to_tokens)
 
 UNICODE = "naïve café — 東京 😀 e\u0301 Ωmega\n\ttabs"

@@ -12,10 +12,10 @@ from conftest import B, T
 from unrolled.charlm.optim import clip_gradients, learning_rate
 from unrolled.charlm.tbptt import tbptt_loss
 from unrolled.charlm.trainer import train
-from unrolled.config import Config, ModelConfig, TrainConfig
+from unrolled.charlm.config import Config, ModelConfig, TrainConfig
 from unrolled.errors import UserError
-from unrolled.lm import CharLM
-from unrolled.text import Vocabulary
+from unrolled.charlm.model import CharLM
+from unrolled.charlm.text import Vocabulary
 
 V_TEXT = "abcdeé\n"  # V = 7 symbols
 

@@ -121,7 +121,7 @@ def test_the_carried_state_feeds_the_next_step(tmp_path):
 
 
 def test_the_limits_are_computed_not_written_into_the_callers_config(tmp_path):
-    from unrolled.config import Config
+    from unrolled.charlm.config import Config
     given = Config().updated(max_steps=None)
     trainer = make_trainer(tmp_path, config=given, max_steps=None)
     assert trainer.limits.total_steps == trainer.limits.per_epoch == trainer.limits.decay_steps  # one epoch

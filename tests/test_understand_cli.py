@@ -14,7 +14,7 @@ CODE = ('/* a "comment" */\nint f(int x) {\n\tif (x < 2 && x > 0) {\n\t\treturn 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unrolled.train import train
+    from unrolled.charlm.trainer import train
     d = tmp_path_factory.mktemp("understand")
     corpus = d / "code.c"
     corpus.write_text(CODE)

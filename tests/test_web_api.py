@@ -23,8 +23,8 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 from unrolled import cli  # noqa: E402
-from unrolled.checkpoint import load  # noqa: E402
-from unrolled.sample import sample  # noqa: E402
+from unrolled.charlm.run import load  # noqa: E402
+from unrolled.charlm.sample import sample  # noqa: E402
 from unrolled.web.app import create_app  # noqa: E402
 from unrolled.web.explorer import MAX_UNITS, Explorer  # noqa: E402
 from unrolled.web.server import build_explorer  # noqa: E402

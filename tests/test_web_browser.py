@@ -26,8 +26,8 @@ import torch
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-from unrolled.checkpoint import load  # noqa: E402
-from unrolled.sample import sample  # noqa: E402
+from unrolled.charlm.run import load  # noqa: E402
+from unrolled.charlm.sample import sample  # noqa: E402
 from web_model import c_like, serve_process, tiny_run  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

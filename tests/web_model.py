@@ -1,6 +1,6 @@
 """A tiny trained character model and C-like texts, shared by the viewer's tests.
 
-The model is trained once per test process through the library (`unrolled.train.train`) on
+The model is trained once per test process through the library (`unrolled.train`) on
 generated C-like code (comments, strings, if-conditions, nested brackets), in about two seconds,
 so the tests need no file from outside the repository.
 """
@@ -48,7 +48,7 @@ def tiny_run(cell: str = "lstm", steps: int = 300) -> Path:
     """A run directory holding a small trained model (2 layers of 24), trained once per process."""
     key = f"{cell}-{steps}"
     if key not in _CACHE:
-        from unrolled.train import train
+        from unrolled.charlm.trainer import train
 
         root = Path(tempfile.mkdtemp(prefix="unrolled-web-test-"))
         corpus = root / "train.c"

@@ -56,11 +56,6 @@ def facts(cell) -> CellFacts:
     raise ValueError(f"unknown cell: {what}; the cells are {', '.join(CELLS)}")
 
 
-# Old names, derived from the table, kept while their users move to `facts`.
-GATES = {name: f.gates for name, f in CELLS.items()}
-NUM_GATES = {name: f.num_gates for name, f in CELLS.items()}
-
-
 def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.linear(x, weight, bias)  # (B, G*H)
 

@@ -36,7 +36,7 @@ from unrolled.bench.sampling import bench_record, bench_sample
 from unrolled.bench.settings import PARTS, Settings, settings
 from unrolled.bench.timing import interleaved
 from unrolled.bench.training import CELLS, CONTENDERS, SHAPES, bench_train, train_contenders
-from unrolled.text import Vocabulary
+from unrolled.charlm.text import Vocabulary
 
 __all__ = ["run", "settings", "Settings", "PARTS", "table", "goals", "machine", "flops_per_char", "matmul_peak",
            "elementwise", "interleaved", "make_lm", "PlainCharModel", "corpus_text", "memory_point",

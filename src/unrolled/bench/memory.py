@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from unrolled.bench.models import make_lm
 from unrolled.bench.settings import Settings
 from unrolled.recurrent import detach_state
-from unrolled.text import Vocabulary
+from unrolled.charlm.text import Vocabulary
 
 _CHILD = r"""
 import json, sys

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from unrolled.config import ModelConfig
-from unrolled.lm import CharLM
-from unrolled.text import default_corpus
+from unrolled.charlm.config import ModelConfig
+from unrolled.charlm.model import CharLM
+from unrolled.charlm.text import default_corpus
 
 TORCH_LAYERS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from unrolled.bench.models import PlainCharModel, make_lm
 from unrolled.bench.settings import Settings
 from unrolled.bench.timing import interleaved
-from unrolled.sample import generate
+from unrolled.charlm.sample import generate
 from unrolled.understand.record import record
 
 

@@ -26,7 +26,7 @@ from unrolled.bench.settings import Settings
 from unrolled.bench.timing import interleaved
 from unrolled.charlm.optim import clip_gradients, make_optimizer
 from unrolled.charlm.tbptt import tbptt_loss
-from unrolled.config import TrainConfig
+from unrolled.charlm.config import TrainConfig
 
 SHAPES = [(128, 1, 32, 100), (256, 2, 64, 100), (512, 3, 32, 50)]  # (H, L, B, T)
 CELLS = ("rnn", "lstm", "gru")

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unrolled import distributed as ddp
-from unrolled.config import Config, TrainConfig
+from unrolled.charlm import distributed as ddp
+from unrolled.charlm.config import Config, TrainConfig
 from unrolled.errors import UserError
-from unrolled.prepare import is_prepared, load_prepared
-from unrolled.text import Vocabulary, read_corpus, split, to_tokens
+from unrolled.charlm.prepare import is_prepared, load_prepared
+from unrolled.charlm.text import Vocabulary, read_corpus, split, to_tokens
 
 
 @dataclass

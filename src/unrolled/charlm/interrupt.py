@@ -19,6 +19,7 @@ class Interrupt:
     def __init__(self):
         self.requested = False  # stop at the next window edge
         self.skip_scoring = False  # no more validation or test passes
+        self.training = True  # the loop still runs (a first Ctrl-C then stops it, scoring or not)
         self._in_scoring = False
         self._old = None
 
@@ -28,7 +29,7 @@ class Interrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self._in_scoring:
+        if self._in_scoring and (self.requested or not self.training):
             self.skip_scoring = True
             print("\nunrolled: skipping the scoring (the checkpoint is saved)", file=sys.stderr, flush=True)
             raise SkipScoring

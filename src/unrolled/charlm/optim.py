@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from unrolled.config import TrainConfig
+from unrolled.charlm.config import TrainConfig
 
 
 def make_optimizer(params, t: TrainConfig) -> torch.optim.Optimizer:

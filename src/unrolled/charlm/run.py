@@ -18,10 +18,10 @@ import torch
 
 from unrolled import store
 from unrolled.charlm.state import RunRecord, carried_shapes, rng_names
-from unrolled.config import Config, part_of
+from unrolled.charlm.config import Config, part_of
 from unrolled.errors import UserError
-from unrolled.lm import CharLM
-from unrolled.text import Vocabulary
+from unrolled.charlm.model import CharLM
+from unrolled.charlm.text import Vocabulary
 
 # Settings a resumed run may change (limits, reporting, where it runs); anything else is fixed.
 RESUMABLE = {"max_steps", "max_epochs", "max_minutes", "eval_every", "early_stopping", "log_every",

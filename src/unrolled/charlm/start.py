@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from unrolled import distributed as ddp
+from unrolled.charlm import distributed as ddp
 from unrolled import store
 from unrolled.charlm.data import Data, make_streams, prepare_data
 from unrolled.charlm.optim import make_optimizer
 from unrolled.charlm.state import RunRecord, state_from_tensors
-from unrolled.config import Config, TrainConfig
+from unrolled.charlm.config import Config, TrainConfig
 from unrolled.errors import UserError
-from unrolled.lm import CharLM
-from unrolled.text import Vocabulary
+from unrolled.charlm.model import CharLM
+from unrolled.charlm.text import Vocabulary
 
 
 def read_data(cfg: Config, resumed: RunRecord | None, group: ddp.Group

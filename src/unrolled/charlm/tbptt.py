@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.lm import CharLM
+from unrolled.charlm.model import CharLM
 from unrolled.recurrent import detach_state
 
 

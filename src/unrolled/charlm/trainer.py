@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from unrolled import distributed as ddp
+from unrolled.charlm import distributed as ddp
 from unrolled import store
 from unrolled.charlm import tbptt
 from unrolled.charlm.device import check_fits_in_memory, pick_device
@@ -42,10 +42,10 @@ from unrolled.charlm.run import load, resolve_config
 from unrolled.charlm.start import build_model, make_run_dir, read_data, resumed_carry, run_limits, what_runs
 from unrolled.charlm.state import (DataRecord, LoopState, Metrics, RunRecord, Schedule, optimizer_from_flat,
                                    optimizer_to_flat, restore_rng, rng_to_tensors, state_to_tensors)
-from unrolled.config import Config
+from unrolled.charlm.config import Config
 from unrolled.errors import UserError
-from unrolled.evaluate import evaluate_tokens, summarize
-from unrolled.lm import CharLM
+from unrolled.charlm.evaluate import evaluate_tokens, summarize
+from unrolled.charlm.model import CharLM
 
 LN2 = math.log(2)
 STOPS = (None, "max_steps", "max_epochs", "max_minutes", "early_stopping", "interrupted")
@@ -323,6 +323,7 @@ class Trainer:
         """The end: validate and save (unless this very step was just saved), then test the best.
         A Ctrl-C run saves `last` first: a second Ctrl-C may skip the scoring, never the save."""
         s = self.loop
+        self.interrupt.training = False  # from here a Ctrl-C during scoring skips it
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -14,17 +14,17 @@ from dataclasses import MISSING, fields
 from datetime import datetime
 from pathlib import Path
 
-from unrolled import config as C
+from unrolled.charlm import config as C
 from unrolled import threads
 from unrolled.charlm.device import pick_device
 from unrolled.charlm.run import describe, load
 from unrolled.charlm.trainer import train
-from unrolled.demo import demo
+from unrolled.charlm.demo import demo
 from unrolled.errors import UserError
-from unrolled.evaluate import evaluate
-from unrolled.plot import plot
-from unrolled.sample import check_options, sample
-from unrolled.text import read_file, resolve_paths
+from unrolled.charlm.evaluate import evaluate
+from unrolled.charlm.plot import plot
+from unrolled.charlm.sample import check_options, sample
+from unrolled.charlm.text import read_file, resolve_paths
 
 
 # --- train --------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import json
 
 from unrolled import bench, hello
 from unrolled.errors import UserError
-from unrolled.prepare import prepare
+from unrolled.charlm.prepare import prepare
 
 
 def add_hello(sub) -> None:

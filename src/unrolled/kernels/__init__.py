@@ -33,10 +33,5 @@ from unrolled.kernels.sequence import GRUSequence, LSTMSequence, RNNTanhSequence
 from unrolled.kernels.step import RecurrentStep
 
 __all__ = ["GRUSequence", "KERNEL_WINS", "LSTMSequence", "Product", "RNNTanhSequence", "RecurrentStep",
-           "StepSampler", "native", "prefers_kernel", "run_layers", "tanh_", "tanh_into"]
+           "native", "prefers_kernel", "run_layers", "tanh_", "tanh_into"]
 
-
-def StepSampler(model, batch: int = 1):  # noqa: N802 (the old class's name, kept for its callers)
-    """The old name of a language model's stepper, kept while bench.py uses it: `model.stepper(batch)`
-    (CharLM.stepper), with `logits(idx)`, `reset(state)` and `state` as before."""
-    return model.stepper(batch)

@@ -19,7 +19,7 @@ import numpy as np
 
 from unrolled.cells import facts
 from unrolled.errors import UserError
-from unrolled.text import read_file, split_bounds
+from unrolled.charlm.text import read_file, split_bounds
 from unrolled.understand.features import guess_language
 from unrolled.understand.ngram import bits_per_char, error_analysis, log_probs
 from unrolled.understand.record import fit_to_vocabulary, record

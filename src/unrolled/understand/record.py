@@ -36,13 +36,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from unrolled.cells import CELLS, CellFacts, facts
+from unrolled.cells import CellFacts, facts
 from unrolled.errors import UserError
-
-# Old names, derived from cells.CELLS, kept while their users move to `cells.facts`.
-STATE_KEYS = {name: f.state_keys for name, f in CELLS.items()}
-SIGMOID_GATES = {name: f.sigmoid_gates for name, f in CELLS.items()}
-
 
 @dataclass
 class Recording:

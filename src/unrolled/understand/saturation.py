@@ -13,8 +13,6 @@ plot (left ~ 1) is almost always shut. `render.saturation_png` draws the paper's
 """
 from __future__ import annotations
 
-import numpy as np
-
 from unrolled.cells import facts
 from unrolled.understand.record import Recording
 

@@ -33,7 +33,7 @@ from unrolled.cells import facts
 from unrolled.errors import UserError
 from unrolled.understand import features as feats
 from unrolled.understand import search
-from unrolled.text import read_file
+from unrolled.charlm.text import read_file
 from unrolled.understand.record import Recording, fit_to_vocabulary, record
 from unrolled.understand.report import signed
 from unrolled.understand.saturation import gate_saturation

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from unrolled.errors import UserError
-from unrolled.sample import check_options, generate
+from unrolled.charlm.sample import check_options, generate
 
 
 def sample_pieces(model, prime: str = "", length: int = 200, temperature: float = 1.0,

@@ -15,11 +15,13 @@ import threading
 import webbrowser
 from pathlib import Path
 
+import torch
 import uvicorn  # imported here, not in serve(): the CLI turns a missing web extra into one sentence
 
 from unrolled.charlm.run import open_run
+from unrolled.charlm.sample import sample
 from unrolled.errors import UserError
-from unrolled.sample import sample
+from unrolled.web.app import create_app
 from unrolled.web.explorer import MAX_CHARS, Explorer
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -97,14 +99,10 @@ def serve(checkpoint: str, text: str | None = None, host: str = "127.0.0.1", por
           open_browser: bool = False, max_chars: int | None = None, log_level: str = "warning",
           unknown: str = "error") -> None:
     """Load `checkpoint`, then serve the viewer on host:port until interrupted."""
-    from unrolled.web.app import create_app
-
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, not {port}")
     if max_chars is not None and max_chars < 1:
         raise UserError(f"--max-chars must be a positive number of characters, not {max_chars}")
-    import torch
-
     # The viewer's matrix products are small (one step of a few dozen streams), where extra
     # intra-op threads cost more than they give, and concurrent requests already run in their
     # own worker threads: one thread each is many times faster on a busy machine.

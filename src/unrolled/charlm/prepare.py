@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from unrolled.errors import UserError
-from unrolled.text import Vocabulary, default_corpus, resolve_paths
+from unrolled.charlm.text import Vocabulary, default_corpus, resolve_paths
 
 FORMAT = "unrolled-corpus"
 VERSION = 1

@@ -1,7 +1,7 @@
 """The main job in one command: train a small character model, sample from it, draw its curves.
 
 With no text given it trains on the default corpus (Python source of this interpreter's standard
-library, see `unrolled.text.default_corpus`), so it runs anywhere with nothing to download. It
+library, see `unrolled.charlm.text.default_corpus`), so it runs anywhere with nothing to download. It
 stops after a few minutes of wall-clock time, then prints two samples and says where the run
 directory, checkpoints and loss curve are.
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from unrolled.charlm.run import load
 from unrolled.charlm.trainer import train
-from unrolled.plot import plot
-from unrolled.sample import sample
+from unrolled.charlm.plot import plot
+from unrolled.charlm.sample import sample
 
 # The two samples the demo prints: the first as measured to read best, the second unfiltered.
 SAMPLES = {"top-p 0.95": {"temperature": 1.0, "top_p": 0.95}, "temperature 1.0": {"temperature": 1.0}}

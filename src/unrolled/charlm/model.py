@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.config import ModelConfig
+from unrolled.charlm.config import ModelConfig
 from unrolled.kernels import RecurrentStep
 from unrolled.recurrent import LAYERS, LSTM
-from unrolled.text import Vocabulary
+from unrolled.charlm.text import Vocabulary
 
 
 class CharLM(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from unrolled.errors import UserError
-from unrolled.text import TokenStreams, to_tokens
+from unrolled.charlm.text import TokenStreams, to_tokens
 
 
 @torch.no_grad()

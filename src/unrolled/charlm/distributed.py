@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from unrolled.text import TokenStreams, Window
+from unrolled.charlm.text import TokenStreams, Window
 
 
 @dataclass(frozen=True)
