@@ -77,7 +77,7 @@ def test_deep_transition_learns_what_needs_it():
     model = unrolled.RNN(1, 12, transition_depth=2)
     head = nn.Linear(12, 2)
     opt = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=0.03)
-    for _ in range(150):
+    for _ in range(300):  # 150 reached only 0.9375 on some CPUs (seed 0); 300 reach 1.0 on seeds 0-3
         out, _ = model(bits.unsqueeze(-1).float())
         loss = nn.functional.cross_entropy(head(out).reshape(-1, 2), parity.reshape(-1))
         opt.zero_grad()

@@ -238,7 +238,8 @@ class Trainer:
                       "loss": val * LN2, "bpc": val})
             improved = s.count_validation(val, t.schedule == "plateau", t.patience, t.gamma)
         self.save("last", val)
-        if improved:
+        # save is a collective: every rank must agree whether best/ is written (rank 0 decides)
+        if bool(ddp.agree(int(improved), self.group)):
             self.save("best", val)
         return Metrics(val, s.best_val_bpc, self.recent_bpc())
 
