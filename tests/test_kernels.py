@@ -248,6 +248,35 @@ def test_auto_runs_our_kernel_only_where_the_benchmark_shows_a_win(monkeypatch, 
     assert ("lstm" in kernel_kinds(256, 64, 100)) == (loops == "native")  # training from H = 256
 
 
+@pytest.mark.parametrize("loops", ["native", "python"], indirect=True)
+def test_auto_decides_by_thread_count_and_dtype(monkeypatch, loops):
+    from unrolled.kernels import KERNEL_WINS, policy
+    calls = []
+    real = sequence._apply
+    monkeypatch.setattr(sequence, "_apply", lambda kind, *a: calls.append(kind) or real(kind, *a))
+
+    def kernel_kinds(threads, hidden, batch, steps, dtype=torch.float32):
+        calls.clear()
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # what the policy reads
+        x = torch.randn(batch, steps, D, dtype=dtype)
+        for kind in LAYERS:
+            LAYERS[kind](D, hidden).to(dtype)(x)
+        return sorted(calls)
+
+    # at a thread count no run measured, nothing but torch's own code
+    assert max(key[4] for key in KERNEL_WINS) < 64 and kernel_kinds(64, H, 8, 16) == []
+    assert kernel_kinds(1, H, 8, 16, torch.float64) == []  # float64 was not measured: fused
+    if loops == "native":  # two threads: the LSTM lost at 256 (0.80x) and stays fused
+        assert "lstm" in kernel_kinds(1, 256, 64, 100) and "lstm" not in kernel_kinds(2, 256, 64, 100)
+        assert kernel_kinds(2, 256, 8, 16) == ["rnn"]  # the GRU lost at 256x2 b64 (0.84x)
+        assert kernel_kinds(2, 128, 8, 16) == ["gru", "rnn"]
+    else:  # the Python loops were measured at one thread only
+        assert kernel_kinds(1, H, 8, 16) == ["rnn"] and kernel_kinds(2, H, 8, 16) == []
+    # every row is one measured case: a thread count, float32, a CPU
+    assert all(key[1:3] == ("cpu", "float32") and key[4] >= 1 for key in KERNEL_WINS)
+    assert policy.rule_for("lstm", torch.zeros(1, 1, 1, device="meta")) is None
+
+
 def test_tanh_as_sigmoid_equals_tanh():
     x = torch.linspace(-30, 30, 2001, dtype=torch.float64)
     torch.testing.assert_close(tanh_into(x, torch.empty_like(x)), torch.tanh(x), rtol=0, atol=1e-15)

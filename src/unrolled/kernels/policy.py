@@ -1,18 +1,24 @@
 """What `path="auto"` picks: our sequence kernels where they measured ahead of torch's fused path.
 
-    auto = kernel   if (cell, device, loops) is in KERNEL_WINS and the layer's hidden size, the
-                    batch and the sequence length reach that row (and, for a training-only row,
-                    a backward is to come)
+    auto = kernel   if (cell, device, dtype, loops, threads) is a row of KERNEL_WINS, threads being
+                    torch.get_num_threads() now, and the layer's hidden size, the batch and the
+                    sequence length fall in that row's ranges (and, for a training-only row, a
+                    backward is to come)
            fast     otherwise (torch's fused functions: oneDNN's LSTM cell on a CPU, cuDNN on CUDA)
 
-How it was measured: `unrolled bench` (its "train" part) times one update of a character
+So a thread count, a dtype or a device with no row never runs our kernels: where nothing was
+measured, or where ours lost, the default is torch's own code, which ties torch.nn (1.00x).
+
+How it was measured: `unrolled bench --threads 1,2 --only train` times one update of a character
 model (forward, cross-entropy, backward, clipping, an Adam step) at the shapes (H, L, B, T) it
-lists, with `unrolled:fast` and `unrolled:kernel` forcing each path, every contender
-interleaved with the others and the median of the repeats kept. The rows below
-came from such runs on one thread of the 2-core AMD EPYC of docs/performance.md (which has the
-results and the profiles behind them), with the compiled step loops loaded (`native`) and with
-UNROLLED_NATIVE=0 (`python`). `unrolled bench` re-measures them on any machine; a row changes
-here only when a run shows the other path ahead.
+lists, with `unrolled:fast` and `unrolled:kernel` forcing each path, every contender interleaved
+with the others and the median of the repeats kept, at each thread count of --threads in one
+process. The rows below came from such runs on the 2-core AMD EPYC of docs/performance.md (which
+has the tables and the profiles behind them), in float32, with the compiled step loops loaded
+(`native`) and with UNROLLED_NATIVE=0 (`python`, measured at one thread only). To re-measure on
+another machine: run `unrolled bench --threads 1,N --only train` (N its thread count) and give a
+row to each (cell, threads) whose `kernel` column beats `fast` at the shapes it covers; a row
+changes here only when a run shows the other path ahead.
 """
 from __future__ import annotations
 
@@ -21,35 +27,60 @@ from torch import Tensor
 
 from unrolled.kernels import native
 
-# (cell, device type, loops) -> the smallest hidden size, batch and sequence length our kernel
-# wins at, and whether only when training (a backward to come). `loops` is "native" when the
-# compiled step loops (kernels.native) are loaded, else "python".
+ANY = (1, None)  # a range with no upper end
+
+# (cell, device type, dtype, loops, threads) -> the ranges of hidden size and batch (lo, hi),
+# inclusive, hi None for no limit, the smallest sequence length our kernel wins at, and whether
+# only when training (a backward to come). `loops` is "native" when the compiled step loops
+# (kernels.native) are loaded, else "python".
 #
-# On a CPU, torch.nn.RNN and GRU have no fused kernel (a per-step autograd graph, weight
-# gradients step by step, a float32 tanh much slower than sigmoid), so ours win: compiled, the
-# RNN and GRU forward and backward at every size we measured (the GRU's forward alone from batch
-# 8; at batch 1 it tied); in Python, the RNN everywhere and the GRU only for training at
+# One thread. On a CPU, torch.nn.RNN and GRU have no fused kernel (a per-step autograd graph,
+# weight gradients step by step, a float32 tanh much slower than sigmoid), so ours win: compiled,
+# the RNN and GRU forward and backward at every size we measured (the GRU's forward alone from
+# batch 8; at batch 1 it tied); in Python, the RNN everywhere and the GRU only for training at
 # H = 512. torch.nn.LSTM runs oneDNN's fused cell: compiled, ours won training at H = 256 (1.11x),
-# tied at 512 and lost at 128, and its forward alone lost at 256, so the LSTM takes ours only
-# for training from H = 256. One step at a time (sampling) goes through `kernels.RecurrentStep`
-# (CharLM.stepper), not here. On CUDA nothing is listed: cuDNN stays.
+# tied at 512 and lost at 128, and its forward alone lost at 256, so the LSTM takes ours only for
+# training from H = 256.
+# Two threads (issue 14: torch's ops split every step over both cores, our step loops did not):
+# the RNN still won at every shape (1.41x, 1.16x, 1.08x); the LSTM lost at 256 and 512 (0.80x,
+# 0.76x), so it stays fused; the GRU won at 128x1 b32 (1.41x) and lost at 256x2 b64 (0.84x), so it
+# takes ours only up to H = 128.
+# No row for more threads than were measured, for float64 or half precision (not measured), or
+# for CUDA (cuDNN stays). One step at a time (sampling) goes through `kernels.RecurrentStep`
+# (CharLM.stepper), not here.
 KERNEL_WINS = {
-    ("rnn", "cpu", "native"): {"hidden": 1, "batch": 1, "steps": 16, "training_only": False},
-    ("gru", "cpu", "native"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
-    ("lstm", "cpu", "native"): {"hidden": 256, "batch": 8, "steps": 16, "training_only": True},
-    ("rnn", "cpu", "python"): {"hidden": 1, "batch": 8, "steps": 16, "training_only": False},
-    ("gru", "cpu", "python"): {"hidden": 512, "batch": 8, "steps": 16, "training_only": True},
+    ("rnn", "cpu", "float32", "native", 1): {"hidden": ANY, "batch": ANY, "steps": 16, "training_only": False},
+    ("gru", "cpu", "float32", "native", 1): {"hidden": ANY, "batch": (8, None), "steps": 16, "training_only": False},
+    ("lstm", "cpu", "float32", "native", 1): {"hidden": (256, None), "batch": (8, None), "steps": 16,
+                                              "training_only": True},
+    ("rnn", "cpu", "float32", "python", 1): {"hidden": ANY, "batch": (8, None), "steps": 16, "training_only": False},
+    ("gru", "cpu", "float32", "python", 1): {"hidden": (512, None), "batch": (8, None), "steps": 16,
+                                             "training_only": True},
+    ("rnn", "cpu", "float32", "native", 2): {"hidden": ANY, "batch": ANY, "steps": 16, "training_only": False},
+    ("gru", "cpu", "float32", "native", 2): {"hidden": (1, 128), "batch": (8, None), "steps": 16,
+                                             "training_only": False},
 }
+
+
+def _within(value: int, bounds) -> bool:
+    lo, hi = bounds
+    return value >= lo and (hi is None or value <= hi)
+
+
+def rule_for(kind: str, x: Tensor, threads: int | None = None):
+    """The KERNEL_WINS row for a `kind` layer over x at `threads` (torch's count when None), or None."""
+    if not any(key[:3] == (kind, x.device.type, str(x.dtype).removeprefix("torch.")) for key in KERNEL_WINS):
+        return None  # (so the compiled loops are never built for a cell that never uses them)
+    loops = "native" if native.ops_for(x) is not None else "python"
+    threads = torch.get_num_threads() if threads is None else threads
+    return KERNEL_WINS.get((kind, x.device.type, str(x.dtype).removeprefix("torch."), loops, threads))
 
 
 def prefers_kernel(layer, x: Tensor) -> bool:
     """Whether path="auto" runs `layer` over x (B, T, D) on our kernels: only where the benchmark
-    shows a win."""
-    if not any(key[:2] == (layer.kind, x.device.type) for key in KERNEL_WINS):
-        return False  # (so the compiled loops are never built for a cell that never uses them)
-    loops = "native" if native.ops_for(x) is not None else "python"
-    rule = KERNEL_WINS.get((layer.kind, x.device.type, loops))
-    if rule is None or layer.hidden_size < rule["hidden"] or x.shape[0] < rule["batch"] \
+    shows a win at this shape, dtype, device and thread count."""
+    rule = rule_for(layer.kind, x)
+    if rule is None or not _within(layer.hidden_size, rule["hidden"]) or not _within(x.shape[0], rule["batch"]) \
             or x.shape[1] < rule["steps"]:
         return False
     if rule["training_only"]:
