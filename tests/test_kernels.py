@@ -191,6 +191,12 @@ def test_bench_goals_read_the_result():
     got = {g["goal"]: g["met"] for g in goals({"train": [row]})}
     assert got == {"train lstm 256x2 b64 t100: unrolled >= 1.0x torch": True,
                    "train lstm 256x2 b64 t100: >= 75% of the matmul peak": False}
+    # at a thread count where auto runs torch's fused code, the default cannot be slower than torch.nn
+    slow = dict(row, threads=2, auto="fast", speedup={"unrolled": 0.99})
+    got = {g["goal"]: g["met"] for g in goals({"train": [slow, dict(slow, auto="kernel")]})}
+    assert got == {"train lstm 256x2 b64 t100 at 2 threads: unrolled >= 1.0x torch": False,
+                   "train lstm 256x2 b64 t100 at 2 threads: >= 75% of the matmul peak": False}
+    assert [g["met"] for g in goals({"train": [slow]})] == [True, False]
 
 
 def test_bench_command_runs_a_part_and_prints_json(capsys, monkeypatch):
@@ -199,14 +205,17 @@ def test_bench_command_runs_a_part_and_prints_json(capsys, monkeypatch):
     from unrolled.cli import main
     assert main(["bench", "--only", "sample", "--json", "--repeats", "1", "--threads", "1", "--quick"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["machine"]["threads"] == 1
-    assert result["matmul"]["peak_gflops"] > 0
+    assert result["machine"]["threads"] == [1]
+    assert [p["threads"] for p in result["matmul"]] == [1] and result["matmul"][0]["peak_gflops"] > 0
     assert [r["batch"] for r in result["sample"]] == [1, 64]
+    assert {r["threads"] for r in result["sample"]} == {1}
     assert all(v > 0 for r in result["sample"] for v in r["chars_per_s"].values())
 
 
 @pytest.mark.parametrize("argv, words", [
     (["bench", "--threads", "0"], "--threads"),
+    (["bench", "--threads", "1,x"], "--threads"),
+    (["bench", "--threads", "1,-2"], "--threads"),
     (["bench", "--repeats", "0"], "--repeats"),
     (["bench", "--bf16", "--device", "cpu"], "--bf16"),
     (["bench", "--device", "tpu9"], "--device"),
@@ -317,11 +326,27 @@ def test_bench_train_part_measures_every_contender(capsys, monkeypatch):
     monkeypatch.setattr(bench, "SHAPES", [(H, 2, B, T)])
     monkeypatch.setattr(bench, "CELLS", ("rnn", "gru"))
     from unrolled.cli import main
-    assert main(["bench", "--only", "train", "--json", "--repeats", "1", "--threads", "1", "--quick"]) == 0
+    before = torch.get_num_threads()
+    assert main(["bench", "--only", "train", "--json", "--repeats", "1", "--threads", "1,2", "--quick"]) == 0
+    assert torch.get_num_threads() == before  # the run puts torch's thread count back
     result = json.loads(capsys.readouterr().out)
-    assert [r["cell"] for r in result["train"]] == ["rnn", "gru"]
+    assert result["machine"]["threads"] == [1, 2]
+    # one row per shape, cell and thread count, the thread counts of a cell back to back
+    assert [(r["cell"], r["threads"]) for r in result["train"]] == [("rnn", 1), ("rnn", 2), ("gru", 1), ("gru", 2)]
     for row in result["train"]:
         assert set(row["chars_per_s"]) == set(bench.CONTENDERS)
         assert row["peak_gflops"] > 0 and row["speedup"]["torch"] == 1.0
         assert all(0 < f for f in row["fraction_of_peak"].values())
-    assert {g["goal"].split(":")[0] for g in result["goals"]} == {f"train {c} {H}x2 b{B} t{T}" for c in ("rnn", "gru")}
+        assert row["auto"] in ("kernel", "fast")
+    assert {g["goal"].split(":")[0] for g in result["goals"]} == {
+        f"train {c} {H}x2 b{B} t{T} at {n} thread{'s' if n > 1 else ''}" for c in ("rnn", "gru") for n in (1, 2)}
+    assert "| rnn | 2 |" in bench.table(result)
+
+
+def test_bench_threads_default_to_one_and_the_machines(monkeypatch):
+    from unrolled.bench import settings
+    assert settings(threads="2,1,2").thread_counts == (2, 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert settings().thread_counts == (1, 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert settings().thread_counts == (1,)

@@ -44,34 +44,47 @@ __all__ = ["run", "settings", "Settings", "PARTS", "table", "goals", "machine", 
 
 
 def run(s: Settings) -> dict:
-    """Every part of `s.parts`, on one vocabulary and text, between two measurements of the
-    matmul peak -> the result (what --json prints). Progress lines go to stderr."""
+    """Every part of `s.parts` at every thread count of `s.thread_counts`, in this process, on one
+    vocabulary and text, between two measurements of the matmul peak at each count -> the result
+    (what --json prints). Every row carries its thread count; the training rows measure the counts
+    of one shape and cell back to back. Progress lines go to stderr."""
     device = torch.device(s.device)
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    threads = torch.get_num_threads()
-    result: dict = {"machine": machine(device, threads), "settings": {"quick": s.quick, "repeats": s.n_repeats,
-                                                                      "bf16": s.bf16}}
+    before = torch.get_num_threads()
+    counts = s.thread_counts
+    result: dict = {"machine": machine(device, list(counts)),
+                    "settings": {"quick": s.quick, "repeats": s.n_repeats, "bf16": s.bf16}}
     # corpus_text, SHAPES and CELLS are read from this module, so a test can make them small
     text = corpus_text()
     vocab = Vocabulary.from_text(text)
     tokens = torch.tensor(vocab.encode(text[:1_000_000]), dtype=torch.long)
-    print(f"unrolled bench on {result['machine']['cpu']} ({device}, {threads} threads)", file=sys.stderr)
-    peak = matmul_peak(device, s.n_repeats)
-    result["matmul"] = {k: round(v, 1) for k, v in peak.items()}
-    print(f"  matmul peak {peak['peak_gflops']:.1f} GFLOP/s", file=sys.stderr)
-    result["elementwise"] = elementwise(device, s.n_repeats)
-    print(f"  elementwise {result['elementwise']}", file=sys.stderr)
-    if "train" in s.parts:
-        result["train"] = bench_train(s, vocab, tokens, device, peak["peak_gflops"], shapes=SHAPES, cells=CELLS)
-    if "sample" in s.parts:
-        result["sample"] = bench_sample(s, vocab, device)
-    if "record" in s.parts:
-        result["record"] = bench_record(s, vocab, text, device)
-    if "memory" in s.parts:
-        result["memory"] = bench_memory(s, device, threads)
-    peak_end = matmul_peak(device, s.n_repeats)["peak_gflops"]  # the machine may have changed meanwhile
-    result["matmul"]["peak_gflops_end"] = round(peak_end, 1)
+    print(f"unrolled bench on {result['machine']['cpu']} ({device}, threads {counts})", file=sys.stderr)
+    try:
+        peaks = {}
+        result["matmul"], result["elementwise"] = [], []
+        for n in counts:
+            torch.set_num_threads(n)
+            peak = matmul_peak(device, s.n_repeats)
+            peaks[n] = peak["peak_gflops"]
+            result["matmul"].append({"threads": n, **{k: round(v, 1) for k, v in peak.items()}})
+            result["elementwise"].append({"threads": n, **elementwise(device, s.n_repeats)})
+            print(f"  {n} threads: matmul peak {peak['peak_gflops']:.1f} GFLOP/s, "
+                  f"elementwise {result['elementwise'][-1]}", file=sys.stderr)
+        if "train" in s.parts:
+            result["train"] = bench_train(s, vocab, tokens, device, peaks, shapes=SHAPES, cells=CELLS)
+        for part, bench_part in (("sample", bench_sample), ("record", bench_record)):
+            if part in s.parts:
+                result[part] = []
+                for n in counts:
+                    torch.set_num_threads(n)
+                    got = bench_part(s, vocab, device) if part == "sample" else [bench_part(s, vocab, text, device)]
+                    result[part] += [{"threads": n, **row} for row in got]
+        if "memory" in s.parts:  # peak memory does not depend on the thread count: the largest
+            result["memory"] = bench_memory(s, device, max(counts))
+        for row in result["matmul"]:  # the machine may have changed meanwhile
+            torch.set_num_threads(row["threads"])
+            row["peak_gflops_end"] = round(matmul_peak(device, s.n_repeats)["peak_gflops"], 1)
+    finally:
+        torch.set_num_threads(before)
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result["goals"] = goals(result)

@@ -27,6 +27,7 @@ from unrolled.bench.timing import interleaved
 from unrolled.charlm.optim import clip_gradients, make_optimizer
 from unrolled.charlm.tbptt import tbptt_loss
 from unrolled.charlm.config import TrainConfig
+from unrolled.kernels import prefers_kernel
 
 SHAPES = [(128, 1, 32, 100), (256, 2, 64, 100), (512, 3, 32, 50)]  # (H, L, B, T)
 CELLS = ("rnn", "lstm", "gru")
@@ -81,31 +82,40 @@ def train_contenders(cell: str, shape, vocab, tokens: torch.Tensor, device, bf16
     return fns, lm
 
 
-def bench_train(s: Settings, vocab, tokens, device, peak: float, shapes=SHAPES, cells=CELLS) -> list[dict]:
-    """One row per shape and cell: chars/s, speedup over torch and fraction of the matmul peak
-    of every contender."""
+def _auto_picks(lm, B: int, T: int) -> str:
+    """The path `auto` takes for lm's recurrent layer on a training window (B, T), at torch's thread count now."""
+    x = torch.empty(B, T, lm.rnn.input_size, device=lm.rnn.weight_ih_l0.device)
+    return "kernel" if prefers_kernel(lm.rnn, x) else "fast"
+
+
+def bench_train(s: Settings, vocab, tokens, device, peaks: dict, shapes=SHAPES, cells=CELLS) -> list[dict]:
+    """One row per shape, cell and thread count (the counts of one shape and cell measured back to
+    back): chars/s, speedup over torch and fraction of the matmul peak of every contender, and
+    the path `auto` took. peaks: {threads: the run's matmul peak at that count}."""
     rows = []
     for H, L, B, T in shapes:
         for cell in cells:
             fns, lm = train_contenders(cell, (H, L, B, T), vocab, tokens, device, s.bf16)
             fl = flops_per_char(cell, H, L, lm.config.embedding_size or len(vocab), len(vocab))
-            # The roofline's peak is measured again inside this row, interleaved with the
-            # contenders: a busy machine's peak moves, and the fraction must use the one they saw.
             k = max(1, round(B * T * fl["train"] / (2 * 1024 ** 3)))  # as many FLOPs as one update
-            fns.update(peak_contenders(device, k))
-            times = interleaved(fns, s.n_repeats, device, target_s=0.3 if s.quick else 0.6)
-            row_peak = max(2 * 1024 ** 3 * k / statistics.median(times.pop(n)) / 1e9
-                           for n in [n for n in times if n.startswith("matmul")])
-            row = {"cell": cell, "hidden": H, "layers": L, "batch": B, "seq": T,
-                   "train_flops_per_char": fl["train"], "peak_gflops": round(row_peak, 1),
-                   "chars_per_s": {}, "fraction_of_peak": {}}
-            for n, ts in times.items():
-                cps = B * T / statistics.median(ts)
-                row["chars_per_s"][n] = round(cps, 1)
-                row["fraction_of_peak"][n] = round(cps * fl["train"] / (max(row_peak, peak) * 1e9), 4)
-            base = row["chars_per_s"]["torch"]
-            row["speedup"] = {n: round(v / base, 3) for n, v in row["chars_per_s"].items()}
-            rows.append(row)
-            print(f"  train {cell} {(H, L, B, T)}: " + ", ".join(
-                f"{n} {v:,.0f}" for n, v in row["chars_per_s"].items()), file=sys.stderr)
+            for threads in peaks:
+                torch.set_num_threads(threads)
+                # The roofline's peak is measured again inside this row, interleaved with the
+                # contenders: a busy machine's peak moves, and the fraction must use the one they saw.
+                timed = dict(fns, **peak_contenders(device, k))
+                times = interleaved(timed, s.n_repeats, device, target_s=0.3 if s.quick else 0.6)
+                row_peak = max(2 * 1024 ** 3 * k / statistics.median(times.pop(n)) / 1e9
+                               for n in [n for n in times if n.startswith("matmul")])
+                row = {"cell": cell, "hidden": H, "layers": L, "batch": B, "seq": T, "threads": threads,
+                       "auto": _auto_picks(lm, B, T), "train_flops_per_char": fl["train"],
+                       "peak_gflops": round(row_peak, 1), "chars_per_s": {}, "fraction_of_peak": {}}
+                for n, ts in times.items():
+                    cps = B * T / statistics.median(ts)
+                    row["chars_per_s"][n] = round(cps, 1)
+                    row["fraction_of_peak"][n] = round(cps * fl["train"] / (max(row_peak, peaks[threads]) * 1e9), 6)
+                base = row["chars_per_s"]["torch"]
+                row["speedup"] = {n: round(v / base, 3) for n, v in row["chars_per_s"].items()}
+                rows.append(row)
+                print(f"  train {cell} {(H, L, B, T)} {threads} threads (auto: {row['auto']}): " + ", ".join(
+                    f"{n} {v:,.0f}" for n, v in row["chars_per_s"].items()), file=sys.stderr)
     return rows

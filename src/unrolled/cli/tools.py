@@ -76,7 +76,9 @@ def add_bench(sub) -> None:
                     "and the median of the repeats is reported. Prints Markdown tables, or JSON with --json.")
     p.add_argument("--quick", action="store_true", help="fewer repeats and a shorter memory sweep (a few minutes)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--threads", type=int, default=None, help="torch threads, fixed for the whole run (default: torch's)")
+    p.add_argument("--threads", default=None, metavar="N[,N...]",
+                   help="thread counts, each measured in turn in this process, e.g. 1,2 (default: 1 and the "
+                        "machine's thread count, torch's default)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     p.add_argument("--bf16", action="store_true", help="CUDA only: bf16 autocast for the unrolled contenders")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 5, quick 3)")
