@@ -236,7 +236,9 @@ def test_two_environments_never_share_a_build_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
                    check=True, timeout=120)
     python = venv / ("Scripts" if sys.platform == "win32" else "bin") / "python"
-    env = _env(tmp_path / "extensions")
+    # The new environment sees this one's packages (torch, this checkout of unrolled) even when
+    # this one is itself a virtual environment, whose packages --system-site-packages would miss.
+    env = {**_env(tmp_path / "extensions"), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     show = ("import sys, torch, unrolled; from unrolled.kernels import native; "
             "print(sys.prefix); print(torch.__version__); print(unrolled.__file__); print(native.build_folder())")
     ours, theirs = [subprocess.run([p, "-c", show], env=env, capture_output=True, text=True, timeout=120,
