@@ -113,7 +113,8 @@ def what_runs(cfg: Config, data: Data, model: CharLM, device: torch.device, grou
     t = cfg.train
     lines = [f"unrolled train: {len(data.vocab)} symbols, {len(data.train):,} train / {len(data.val):,} val / "
              f"{len(data.test):,} test characters, {model.num_parameters():,} parameters on {device}"
-             + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")]
+             + (f" ({torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)})"
+                if device.type == "cpu" else "")]
     if group.active:
         lines.append(f"DistributedDataParallel ({group.backend}): {group.world_size} processes x batch "
                      f"{t.batch_size} = effective batch {group.world_size * t.batch_size} streams; lr {t.lr:g} "
