@@ -1,7 +1,9 @@
 """The compiled step loops' loader (unrolled.kernels.native): it builds once, and when it cannot
-build it says why in one line and the Python loops run instead."""
+build it says why in one line and the Python loops run instead; its parallel loops equal its serial ones."""
+import os
 import shutil
 
+import pytest
 import torch
 
 import unrolled
@@ -61,3 +63,56 @@ def test_the_build_is_keyed_by_the_headers_too(monkeypatch, tmp_path):
 def test_the_old_module_name_is_the_same_module():
     import unrolled.kernels.native as old  # the shim kept while other modules still import the old name
     assert old is native
+
+
+def _native_or_skip():
+    if not native.enabled():
+        pytest.skip("UNROLLED_NATIVE=0")
+    if native.ops() is None:
+        if shutil.which(os.environ.get("CXX", "c++")) is None:
+            pytest.skip("no C++ compiler here: only the Python loops run")
+        pytest.fail(f"the compiled step loops did not load: {native.reason()}")
+
+
+def _forward_backward(layer, x, dy):
+    """Output, final state and every gradient of the kernel path, forward and backward."""
+    out, state = layer(x)
+    grads = torch.autograd.grad((out * dy).sum(), [x, *layer.parameters()])
+    return [out, *(state if isinstance(state, tuple) else (state,)), *grads]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_parallel_step_loops_equal_the_serial_ones(case, dtype, threads, monkeypatch):
+    # B = 3 rows over up to 3 threads, H = 5: the default grain runs these serially, grain 1 forces
+    # every step's element-wise loops onto ATen's pool, one row a task; the products are the same
+    _native_or_skip()
+    from unrolled.recurrent import LAYERS
+    kind, kw = case.split("_")[0], ({"nonlinearity": case.split("_")[1]} if "_" in case else {})
+    torch.manual_seed(0)
+    layer = LAYERS[kind](D, 5, 2, path="kernel", **kw).to(dtype)
+    x = torch.randn(3, 9, D, dtype=dtype, requires_grad=True)
+    dy = torch.randn(3, 9, 5, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        monkeypatch.delenv("UNROLLED_NATIVE_GRAIN", raising=False)
+        serial = _forward_backward(layer, x, dy)
+        monkeypatch.setenv("UNROLLED_NATIVE_GRAIN", "1")  # read by the C++ loops at each call
+        parallel = _forward_backward(layer, x, dy)
+        pre, c = torch.randn(3, 20, dtype=dtype), torch.randn(3, 5, dtype=dtype)  # one generation step
+        steps = []
+        for grain in (None, "1"):
+            if grain is None:
+                monkeypatch.delenv("UNROLLED_NATIVE_GRAIN")
+            else:
+                monkeypatch.setenv("UNROLLED_NATIVE_GRAIN", grain)
+            p, cc, h = pre.clone(), c.clone(), torch.empty(3, 5, dtype=dtype)
+            native.ops().lstm_step(p, cc, h)
+            steps.append([p, cc, h])
+    finally:
+        torch.set_num_threads(before)
+    tol = {"rtol": 0, "atol": 0} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-6}
+    for a, b in zip(serial + steps[0], parallel + steps[1]):
+        torch.testing.assert_close(b, a, **tol)

@@ -29,6 +29,8 @@ compiler and `ninja`.
     UNROLLED_NATIVE=0            never build or load it: the Python loops run (as without a compiler)
     UNROLLED_NATIVE_WAIT=<s>     how long to wait for another process's build (default 300 s)
     TORCH_EXTENSIONS_DIR=<dir>   where the cache folders live (torch's own variable)
+    UNROLLED_NATIVE_GRAIN=<n>    hidden units per parallel task of a step's element-wise loops
+                                 (default 4096: smaller steps run serially; read at each call)
 
 `ops()` is the loaded library (`torch.ops.unrolled_native`) or None; `reason()` says why not;
 `ops_for(x)` is what a kernel asks: the library, if it loaded and applies to the tensor x.
@@ -65,12 +67,19 @@ _LOCK = threading.Lock()
 _STATE: dict = {"tried": False, "ops": None, "reason": "not built yet"}
 
 
+def _openmp() -> list[str]:
+    """-fopenmp where torch computes with OpenMP on Linux: ATen's at::parallel_for, which the step
+    loops split their rows with, is an inline `#pragma omp parallel` that runs serially without it.
+    The library then needs libgomp.so.1, the one torch has already loaded (one thread pool)."""
+    return ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
+
+
 def _flags() -> list[str]:
     # -march=native: the vector width of this CPU for the exponential (the build is cached per
     # CPU, see _name); on other architectures the compiler's defaults.
     if platform.machine().lower() in ("x86_64", "amd64"):
-        return ["-O3", "-march=native"]
-    return ["-O3"]
+        return ["-O3", "-march=native", *_openmp()]
+    return ["-O3", *_openmp()]
 
 
 def _cpu() -> str:
@@ -210,6 +219,7 @@ def _build(name: str, folder: Path, library: Path) -> None:
     temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
     try:
         built = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=_flags(),
+                                   extra_ldflags=_openmp(),
                                    build_directory=str(temp), is_python_module=False, verbose=False)
         os.replace(built if isinstance(built, str) else temp / (name + _SUFFIX), library)
     finally:

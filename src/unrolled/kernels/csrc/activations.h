@@ -2,8 +2,12 @@
 // exponential the compiler vectorises in float32, the C library's in float64.
 #pragma once
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 // Each step's inner loops read and write distinct arrays, or the same element in place (the
@@ -37,5 +41,47 @@ inline float sigm(float x) { return 1.0f / (1.0f + fexp(-x)); }
 inline double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline float tanh_(float x) { return 2.0f / (1.0f + fexp(-2.0f * x)) - 1.0f; }
 inline double tanh_(double x) { return std::tanh(x); }
+
+// The per-step element-wise loops split their batch rows over ATen's thread pool (persistent: no
+// thread starts per step) with at::parallel_for, in tasks of at least GRAIN hidden units, so a
+// small step (or one thread) runs serially, inline. Each row is computed by the same code either
+// way, so the result does not depend on the thread count (tests/test_native.py checks it).
+// UNROLLED_NATIVE_GRAIN=<units> changes the grain (read once per kernel call; the tests set 1 to
+// force the parallel path at tiny sizes).
+constexpr int64_t GRAIN_DEFAULT = 4096;
+
+inline int64_t grain_units() {
+  const char* text = std::getenv("UNROLLED_NATIVE_GRAIN");
+  if (text == nullptr || *text == '\0') return GRAIN_DEFAULT;
+  const long long v = std::atoll(text);
+  return v >= 1 ? static_cast<int64_t>(v) : GRAIN_DEFAULT;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NO_INLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define NO_INLINE __declspec(noinline)
+#else
+#define NO_INLINE
+#endif
+
+// One compiled copy of a loop body, called by the serial and the parallel path alike: inlined
+// into each, the compiler may contract a multiply-add in one and not the other (1 ulp apart).
+template <typename F>
+NO_INLINE void run_rows(const F& f, int64_t b0, int64_t b1) {
+  f(b0, b1);
+}
+
+// f(b0, b1) over the rows [0, rows) of `units` hidden units each, in parallel tasks of at least
+// `grain` units.
+template <typename F>
+inline void over_rows(int64_t rows, int64_t units, int64_t grain, const F& f) {
+  const int64_t per_task = std::max<int64_t>(1, grain / std::max<int64_t>(1, units));
+  if (rows <= per_task || at::get_num_threads() == 1) {
+    run_rows(f, int64_t(0), rows);
+    return;
+  }
+  at::parallel_for(0, rows, per_task, [&](int64_t b0, int64_t b1) { run_rows(f, b0, b1); });
+}
 
 }  // namespace
