@@ -13,7 +13,7 @@ How it was measured: `unrolled bench --threads 1,2 --only train` times one updat
 model (forward, cross-entropy, backward, clipping, an Adam step) at the shapes (H, L, B, T) it
 lists, with `unrolled:fast` and `unrolled:kernel` forcing each path, every contender interleaved
 with the others and the median of the repeats kept, at each thread count of --threads in one
-process. The rows below came from such runs on the 2-core AMD EPYC of docs/performance.md (which
+process. The rows below came from such runs on the 2-core machine of docs/performance.md (which
 has the tables and the profiles behind them), in float32, with the compiled step loops loaded
 (`native`) and with UNROLLED_NATIVE=0 (`python`, measured at one thread only). To re-measure on
 another machine: run `unrolled bench --threads 1,N --only train` (N its thread count) and give a
@@ -34,31 +34,33 @@ ANY = (1, None)  # a range with no upper end
 # only when training (a backward to come). `loops` is "native" when the compiled step loops
 # (kernels.native) are loaded, else "python".
 #
-# One thread. On a CPU, torch.nn.RNN and GRU have no fused kernel (a per-step autograd graph,
-# weight gradients step by step, a float32 tanh much slower than sigmoid), so ours win: compiled,
-# the RNN and GRU forward and backward at every size we measured (the GRU's forward alone from
-# batch 8; at batch 1 it tied); in Python, the RNN everywhere and the GRU only for training at
-# H = 512. torch.nn.LSTM runs oneDNN's fused cell: compiled, ours won training at H = 256 (1.11x),
-# tied at 512 and lost at 128, and its forward alone lost at 256, so the LSTM takes ours only for
-# training from H = 256.
-# Two threads (issue 14: torch's ops split every step over both cores, our step loops did not):
-# the RNN still won at every shape (1.41x, 1.16x, 1.08x); the LSTM lost at 256 and 512 (0.80x,
-# 0.76x), so it stays fused; the GRU won at 128x1 b32 (1.41x) and lost at 256x2 b64 (0.84x), so it
-# takes ours only up to H = 128.
+# Measured 2026-12-01 by `unrolled bench --threads 1,2 --only train --quick` on the 2-core Intel
+# Xeon of docs/performance.md (load 0.54 at the start), with the step loops parallel over batch
+# rows; speedup of our kernel over torch.nn at (128x1 b32 t100, 256x2 b64 t100, 512x3 b32 t50):
+#   1 thread:  RNN 1.34x 1.19x 1.21x   GRU 1.49x 1.19x 1.17x   LSTM 0.87x 1.03x 0.97x
+#   2 threads: RNN 1.47x 1.29x 1.31x   GRU 1.72x 1.30x 1.38x   LSTM 0.74x 1.09x 0.98x
+# (fused, torch's own code: 0.99x-1.04x everywhere). On a CPU torch.nn.RNN and GRU have no fused
+# kernel (a per-step autograd graph, weight gradients step by step), so ours win at every shape;
+# torch.nn.LSTM runs oneDNN's fused cell, and ours won only training at H = 256 (lost at 128 and
+# at 512), so the LSTM takes ours for training windows with 256 <= H < 512. Before the step loops
+# were parallel (issue 14) ours lost at 2 threads (LSTM 0.80x and 0.76x, GRU 0.84x at 256x2). An
+# earlier one-thread run on a 2-core AMD EPYC gave the GRU's forward alone a tie at batch 1 (so
+# batches from 8), and the Python loops (UNROLLED_NATIVE=0, one thread only) a win for the RNN
+# everywhere and for the GRU only when training at H = 512.
 # No row for more threads than were measured, for float64 or half precision (not measured), or
 # for CUDA (cuDNN stays). One step at a time (sampling) goes through `kernels.RecurrentStep`
 # (CharLM.stepper), not here.
+_LSTM = {"hidden": (256, 511), "batch": (8, None), "steps": 16, "training_only": True}
 KERNEL_WINS = {
     ("rnn", "cpu", "float32", "native", 1): {"hidden": ANY, "batch": ANY, "steps": 16, "training_only": False},
     ("gru", "cpu", "float32", "native", 1): {"hidden": ANY, "batch": (8, None), "steps": 16, "training_only": False},
-    ("lstm", "cpu", "float32", "native", 1): {"hidden": (256, None), "batch": (8, None), "steps": 16,
-                                              "training_only": True},
+    ("lstm", "cpu", "float32", "native", 1): _LSTM,
+    ("rnn", "cpu", "float32", "native", 2): {"hidden": ANY, "batch": ANY, "steps": 16, "training_only": False},
+    ("gru", "cpu", "float32", "native", 2): {"hidden": ANY, "batch": (8, None), "steps": 16, "training_only": False},
+    ("lstm", "cpu", "float32", "native", 2): _LSTM,
     ("rnn", "cpu", "float32", "python", 1): {"hidden": ANY, "batch": (8, None), "steps": 16, "training_only": False},
     ("gru", "cpu", "float32", "python", 1): {"hidden": (512, None), "batch": (8, None), "steps": 16,
                                              "training_only": True},
-    ("rnn", "cpu", "float32", "native", 2): {"hidden": ANY, "batch": ANY, "steps": 16, "training_only": False},
-    ("gru", "cpu", "float32", "native", 2): {"hidden": (1, 128), "batch": (8, None), "steps": 16,
-                                             "training_only": False},
 }
 
 
