@@ -100,10 +100,10 @@ def table(result: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, threads {m['threads']}, torch {m['torch']}, "
              f"{m['device']}; load average {m.get('load_average_start')} -> {m.get('load_average_end')}"
              + (f"; kernels' step loops: {m['step_loops']}." if "step_loops" in m else "."), ""]
-    lines += [f"Matrix-multiply peak measured in the run at {p['threads']} threads: {p['peak_gflops']} GFLOP/s "
+    lines += [f"Matrix-multiply peak measured in the run{_threads(p)}: {p['peak_gflops']} GFLOP/s "
               f"({p.get('peak_gflops_end')} at the end)." for p in result["matmul"]] + [""]
     for e in result.get("elementwise", []):
-        lines += [f"Activations at {e['threads']} threads, ns per float32 element: torch.tanh {e['tanh_ns_per_element']}, "
+        lines += [f"Activations{_threads(e)}, ns per float32 element: torch.tanh {e['tanh_ns_per_element']}, "
                   f"torch.sigmoid {e['sigmoid_ns_per_element']}, tanh as 2 sigmoid(2x) - 1 "
                   f"{e['tanh_as_sigmoid_ns_per_element']}.", ""]
     if result.get("train"):
@@ -111,8 +111,8 @@ def table(result: dict) -> str:
     if result.get("sample"):
         lines += _sample_table(result["sample"])
     if result.get("record"):
-        lines += [f"Recording every state and gate (understand.record, 2-layer LSTM of 256) at {r['threads']} "
-                  f"threads: {r['chars_per_s']:,.0f} chars/s." for r in result["record"]] + [""]
+        lines += [f"Recording every state and gate (understand.record, 2-layer LSTM of 256){_threads(r)}: "
+                  f"{r['chars_per_s']:,.0f} chars/s." for r in result["record"]] + [""]
     if result.get("memory"):
         lines += ["| seq | full BPTT peak MiB | truncated BPTT (window 100) peak MiB |", "| ---: | ---: | ---: |"]
         lines += [f"| {r['seq']} | {r['full_mib']} | {r['truncated_mib']} |" for r in result["memory"]]

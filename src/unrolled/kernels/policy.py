@@ -34,9 +34,10 @@ ANY = (1, None)  # a range with no upper end
 # only when training (a backward to come). `loops` is "native" when the compiled step loops
 # (kernels.native) are loaded, else "python".
 #
-# Measured 2026-12-01 by `unrolled bench --threads 1,2 --only train --quick` on the 2-core Intel
-# Xeon of docs/performance.md (load 0.54 at the start), with the step loops parallel over batch
-# rows; speedup of our kernel over torch.nn at (128x1 b32 t100, 256x2 b64 t100, 512x3 b32 t50):
+# Measured 2026-12-01 10:39 UTC by `unrolled bench --threads 1,2 --only train --quick` on the
+# 2-core Intel Xeon of docs/performance.md (load 0.50 at the start), with the step loops parallel
+# over batch rows (a second run at 10:50 confirmed every row; docs/performance.md has its table);
+# speedup of our kernel over torch.nn at (128x1 b32 t100, 256x2 b64 t100, 512x3 b32 t50):
 #   1 thread:  RNN 1.34x 1.19x 1.21x   GRU 1.49x 1.19x 1.17x   LSTM 0.87x 1.03x 0.97x
 #   2 threads: RNN 1.47x 1.29x 1.31x   GRU 1.72x 1.30x 1.38x   LSTM 0.74x 1.09x 0.98x
 # (fused, torch's own code: 0.99x-1.04x everywhere). On a CPU torch.nn.RNN and GRU have no fused
