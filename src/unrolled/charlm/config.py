@@ -19,6 +19,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from unrolled.charlm.text import UNKNOWN_POLICIES
 from unrolled.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -31,7 +32,7 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
 CLIPS = ("norm", "value", "none")
 BPTT = ("truncated", "full")
-UNKNOWN = ("error", "skip", "replace")
+UNKNOWN = UNKNOWN_POLICIES  # one list with the vocabulary that applies it
 NONFINITE = ("stop", "skip")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 

@@ -14,17 +14,17 @@ from dataclasses import MISSING, fields
 from datetime import datetime
 from pathlib import Path
 
-from unrolled.charlm import config as C
 from unrolled import threads
-from unrolled.charlm.device import pick_device
-from unrolled.charlm.run import describe, load
-from unrolled.charlm.trainer import train
+from unrolled.charlm import config as C
 from unrolled.charlm.demo import demo
-from unrolled.errors import UserError
+from unrolled.charlm.device import pick_device
 from unrolled.charlm.evaluate import evaluate
 from unrolled.charlm.plot import plot
+from unrolled.charlm.run import describe, load
 from unrolled.charlm.sample import check_options, sample
-from unrolled.charlm.text import read_file, resolve_paths
+from unrolled.charlm.text import UNKNOWN_POLICIES, read_file, resolve_paths
+from unrolled.charlm.trainer import train
+from unrolled.errors import UserError
 
 
 # --- train --------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def add_sample(sub) -> None:
     p.add_argument("--prime-file", default=None, metavar="FILE", help="read the prime text from a file")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and printed on stderr)")
     p.add_argument("--num-samples", type=int, default=1, help="samples drawn in parallel as one batch (default 1)")
-    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
                    help="characters of the prime the model never saw: error (default), skip them, or replace them "
                         "with a space")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
@@ -161,7 +161,7 @@ def add_eval(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--batch-size", type=int, default=16, help="parallel streams (default 16; 1 scores every character)")
     p.add_argument("--seq-len", type=int, default=256, help="characters per forward window (default 256)")
-    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
                    help="characters the model never saw: error (default), skip them, or replace them")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
     threads.add_flag(p)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 
 from unrolled import bench, hello
-from unrolled.errors import UserError
 from unrolled.charlm.prepare import prepare
+from unrolled.charlm.text import UNKNOWN_POLICIES
+from unrolled.errors import UserError
 
 
 def add_hello(sub) -> None:
@@ -47,7 +48,7 @@ def add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     p.add_argument("--max-chars", type=int, default=None, help="longest text the page accepts (default 20000)")
-    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
                    help="characters of a text the model never saw: error (default), skip them, or replace them "
                         "with a space")
     p.set_defaults(func=run_serve)

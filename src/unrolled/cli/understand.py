@@ -10,6 +10,7 @@ from pathlib import Path
 
 from unrolled import threads
 from unrolled.charlm.run import load
+from unrolled.charlm.text import UNKNOWN_POLICIES
 from unrolled.errors import UserError
 from unrolled.understand import analyses, report
 from unrolled.understand.record import fit_to_vocabulary
@@ -21,7 +22,7 @@ def _common_flags(p) -> None:
                    help="use this part of the file, split 80/10/10 by position as training does (default: all)")
     p.add_argument("--max-chars", type=int, default=None, metavar="N", help="use at most the first N characters")
     threads.add_flag(p)
-    p.add_argument("--unknown", choices=("error", "skip", "replace"), default="error",
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
                    help="characters the model never saw: error (default), skip them, or replace them with a space")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
