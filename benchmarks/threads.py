@@ -72,7 +72,7 @@ def main() -> None:
                                      "chars_per_sec": {s: statistics.median(v) for s, v in runs.items()},
                                      "runs": runs}
     print(json.dumps(result, indent=1))
-    print(f"| load | " + " | ".join(f"{s} thread(s)" if s != "auto" else "default" for s in settings)
+    print("| load | " + " | ".join(f"{s} thread(s)" if s != "auto" else "default" for s in settings)
           + " | default picked |", file=sys.stderr)
     for load, r in result["loads"].items():
         print(f"| {load} | " + " | ".join(f"{r['chars_per_sec'][s]:,.0f}" for s in settings)
