@@ -20,7 +20,8 @@ had been read from further back); with `streams=1` the recording is the plain lo
 whole text. tests/test_understand_record.py checks both statements against `readable`.
 
 The recording is plain data (NumPy arrays in a dict) so other tools (search, render, the web
-viewer) never need torch; `save_recording` writes it as `.npz` or `.safetensors`.
+viewer) never need torch; `save_recording` writes it as `.npz` or `.safetensors`. In Jupyter a
+recording shows itself (its predictions coloured over the text), and `show(units)` colours units.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ from safetensors.numpy import save_file
 
 from unrolled.cells import CellFacts, facts
 from unrolled.errors import UserError
+from unrolled.understand import render
+
+SHOWN = 400  # characters a recording shows of its text in Jupyter
+
 
 @dataclass
 class Recording:
@@ -93,6 +98,33 @@ class Recording:
         """Mean -log2 p(next character) over the text (every character but the last)."""
         lp = self.logp_next[:-1]
         return float(-lp.mean() / math.log(2)) if lp.size else float("nan")
+
+    def show(self, units, start: int = 0, end: int | None = None, title: str = "units") -> render.Page:
+        """The text[start:end] once per unit, each character on the unit's colour (blue-white-red):
+        a page that shows itself in Jupyter. `units` is a name ("c1:17") or a list of them; every
+        character of the span must have been kept (`record(..., positions=...)`)."""
+        names = [units] if isinstance(units, str) else list(units)
+        end = len(self.text) if end is None else end
+        if not 0 <= start < end <= len(self.text):
+            raise UserError(f"the span {start}..{end} must lie within 0..{len(self.text)} and be non-empty")
+        at = np.searchsorted(self.positions, np.arange(start, end))
+        if at[-1] >= self.positions.size or not np.array_equal(self.positions[at], np.arange(start, end)):
+            raise UserError(f"the recording did not keep every character of {start}..{end}; record with "
+                            "positions covering the span")
+        rows = [(name, self.unit(name)[at]) for name in names]
+        return render.units_html(self.text[start:end], rows, title=title)
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: what was recorded, then the text's first characters on the probability the
+        model gave each (red: confident and right, white: p = 0.5, blue: a miss)."""
+        n = min(len(self.text), SHOWN)
+        p = np.exp(np.concatenate([[np.nan], self.logp_next[:n - 1]]))  # char t was predicted at step t - 1
+        kept = ", ".join(sorted(self.states))
+        head = (f"<p>A recording of a {self.num_layers} x {self.hidden_size} {self.kind.upper()} over "
+                f"{len(self.text):,} characters ({self.positions.size:,} kept: {kept}); "
+                f"{self.bits_per_char():.3f} bits per character. The first {n:,} characters on the "
+                "probability the model gave each:</p>")
+        return render.fragment(head + render.prediction_block(self.text[:n], p, None))
 
 
 def _vocab_chars(vocab) -> list[str]:

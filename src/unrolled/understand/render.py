@@ -8,13 +8,15 @@ guess, white a coin toss (p = 0.5, the paper's error threshold), blue a miss; ho
 character shows the model's top-5 guesses for it.
 
 HTML is one self-contained file: inline CSS, no script, no external resource, every piece of
-text escaped (`<`, `&` and quotes), so it opens offline and a text cannot inject markup. PNG
-goes through matplotlib (a monospaced grid of characters on coloured cells).
+text escaped (`<`, `&` and quotes), so it opens offline and a text cannot inject markup. A
+page is a `Page`, the document as a string that also shows itself in Jupyter (`_repr_html_`:
+its body, the style scoped to it). PNG goes through matplotlib (a monospaced grid of characters on coloured cells).
 """
 from __future__ import annotations
 
 import html
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +108,62 @@ def prediction_block(text: str, p_actual: np.ndarray, guesses: list | None) -> s
     return f'<div class="text">{_spans(text, values, 1.0, titles)}</div>'
 
 
-def page(title: str, body: str) -> str:
-    """A whole self-contained HTML document."""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
-            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+def page(title: str, body: str) -> Page:
+    """A whole self-contained HTML document (a `Page`: a string that shows itself in Jupyter)."""
+    document = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
+                f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    return Page(document, body)
+
+
+class Page(str):
+    """A whole HTML document (it is the string itself) that also shows itself in Jupyter: there
+    `_repr_html_` gives its body as a fragment whose styles apply inside it alone."""
+
+    body: str = ""
+
+    def __new__(cls, document: str, body: str):
+        page_ = super().__new__(cls, document)
+        page_.body = body
+        return page_
+
+    def _repr_html_(self) -> str:
+        return fragment(self.body)
+
+
+def _scoped(css: str) -> str:
+    """The page's style with every rule limited to the `.unrolled` element (and `body` turned
+    into it), so a fragment in a notebook leaves the rest of the notebook as it was."""
+    def scope(rule):
+        selectors = [sel.strip() for sel in rule.group(1).split(",")]
+        return ", ".join(".unrolled" if sel == "body" else f".unrolled {sel}" for sel in selectors) + " {"
+    return re.sub(r"^([^{}\n]+?)\s*\{", scope, css, flags=re.M)
+
+
+def fragment(body: str) -> str:
+    """An HTML fragment for a notebook: `body` inside a <div class="unrolled"> with the scoped style."""
+    return f'<div class="unrolled"><style>{_scoped(_STYLE)}</style>{body}</div>'
+
+
+def signed(u: dict) -> str:
+    """A ranked unit's score for reading: its strength (AUC of the unit or of its negation, or
+    |r|) with the sign of the direction: -0.98 is a unit that is *low* where the feature holds."""
+    return f"{'+' if u['sign'] > 0 else '-'}{u['strength']:.3f}"
+
+
+def ranking_table(ranking: dict, runners_up: int = 2) -> str:
+    """HTML table of a ranking (`search.rank_units`): per feature its metric, the share of
+    positives, the best unit and `runners_up` more, each with its signed score."""
+    shown = 1 + runners_up
+    ordinals = ["best unit", "2nd", "3rd"] + [f"{k}th" for k in range(4, shown + 1)]
+    head = "".join(f"<th>{o}</th><th>score</th>" for o in ordinals[:shown])
+    rows = []
+    for feature, entry in ranking.items():
+        cells = "".join(f"<td>{html.escape(u['unit'])}</td><td>{signed(u)}</td>" for u in entry["best"][:shown])
+        pos = f"{entry['positives']:.1%}" if entry["positives"] is not None else ""
+        rows.append(f"<tr><td>{html.escape(feature)}</td><td>{entry['metric']}</td><td>{pos}</td>{cells}</tr>")
+    return ("<table><tr><th>feature</th><th>metric</th><th>positives</th>" + head + "</tr>"
+            + "".join(rows) + "</table>")
 
 
 def legend() -> str:
@@ -133,8 +186,9 @@ def write_text(path, content: str) -> Path:
 
 
 def units_html(text: str, rows: list[tuple[str, np.ndarray]], path=None, title: str = "units",
-               scale: float | None = None) -> str:
-    """A page of one or many units over a text (see `units_block`); written to `path` if given."""
+               scale: float | None = None) -> Page:
+    """A page of one or many units over a text (see `units_block`); written to `path` if given.
+    In Jupyter the returned page shows itself."""
     doc = page(title, legend() + units_block(text, rows, scale))
     if path is not None:
         write_text(path, doc)

@@ -7,7 +7,8 @@
 4) draw the best units of each feature over the excerpt, and the model's predictions with their
    top-5 guesses, in one self-contained HTML page (and PNGs when asked).
 
-`cells` returns plain data; the CLI prints it and the HTML is written beside.
+`cells` returns plain data (a dict that shows the HTML report in Jupyter); the CLI prints it
+and the HTML is written beside.
 """
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ from unrolled.understand import features as feats
 from unrolled.understand import render
 from unrolled.understand.record import record, save_recording
 from unrolled.understand.search import rank_units
+
+signed = render.signed  # a ranked unit's score as the tables print it (the web viewer uses it too)
+
+
+class CellsReport(dict):
+    """What `cells` returns: plain data (a dict, as --json prints it) that shows its HTML report
+    in Jupyter (the page `--html` writes: the table, the best units and the predictions)."""
+
+    page: str = ""
+
+    def _repr_html_(self) -> str:
+        return render.fragment(self.page.body) if isinstance(self.page, render.Page) else ""
 
 
 def excerpt_bounds(text: str, length: int, at: float = 0.5) -> tuple[int, int]:
@@ -85,10 +98,10 @@ def cells(model, text: str, features=None, language: str = "auto", top: int = 5,
            "scored_chars": int(scored.size), "bits_per_char": rec.bits_per_char(), "excerpt": [a, b],
            "units": len(names), "html": None, "pngs": []}
     at_excerpt = np.searchsorted(keep, np.arange(a, b))
+    out = CellsReport(out)
+    out.page = report_html(text[a:b], values[at_excerpt], names, labels, ranking, rec, at_excerpt, a, shown, out)
     if html is not None:
-        page = report_html(text[a:b], values[at_excerpt], names, labels, ranking, rec, at_excerpt, a,
-                           shown, out)
-        out["html"] = str(render.write_text(html, page))
+        out["html"] = str(render.write_text(html, out.page))
     if png_dir is not None:
         png_dir = Path(png_dir)
         try:
@@ -113,19 +126,11 @@ def cells(model, text: str, features=None, language: str = "auto", top: int = 5,
 
 
 def report_html(excerpt: str, values: np.ndarray, names: list[str], labels: dict, ranking: dict,
-                rec, at_excerpt: np.ndarray, a: int, shown: int, info: dict) -> str:
+                rec, at_excerpt: np.ndarray, a: int, shown: int, info: dict) -> render.Page:
     """The HTML page of a search: the table, then per feature its labels and best units over the
     excerpt, then the model's predictions on the excerpt with top-5 guesses on hover."""
     b = a + len(excerpt)
-    rows = []
-    for feature, entry in ranking.items():
-        best = entry["best"]
-        cells_ = "".join(f"<td>{escape(u['unit'])}</td><td>{signed(u)}</td>" for u in best[:3])
-        pos = f"{entry['positives']:.1%}" if entry["positives"] is not None else ""
-        rows.append(f"<tr><td>{escape(feature)}</td><td>{entry['metric']}</td><td>{pos}</td>{cells_}</tr>")
-    table = ("<table><tr><th>feature</th><th>metric</th><th>positives</th>"
-             "<th>best unit</th><th>score</th><th>2nd</th><th>score</th><th>3rd</th><th>score</th></tr>"
-             + "".join(rows) + "</table>")
+    table = render.ranking_table(ranking)
     parts = [f"<p>{info['chars']:,} characters, {info['scored_chars']:,} scored, {info['units']} units "
              f"({escape(', '.join(sorted({n.split(':')[0] for n in names})))}); language {info['language']}; "
              f"the model's bits per character on this text: {info['bits_per_char']:.3f}.</p>",
@@ -149,12 +154,6 @@ def report_html(excerpt: str, values: np.ndarray, names: list[str], labels: dict
                      "(red: confident and right, white: p = 0.5, blue: a miss); hover for its top-5 "
                      "guesses.</p>" + render.prediction_block(excerpt, p_actual, guesses))
     return render.page("unrolled cells", "\n".join(parts))
-
-
-def signed(u: dict) -> str:
-    """A ranked unit's score for reading: its strength (AUC of the unit or of its negation, or
-    |r|) with the sign of the direction: -0.98 is a unit that is *low* where the feature holds."""
-    return f"{'+' if u['sign'] > 0 else '-'}{u['strength']:.3f}"
 
 
 def table_lines(result: dict) -> list[str]:

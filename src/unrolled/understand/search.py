@@ -22,7 +22,8 @@ The LSTMVis select and match query (Strobelt et al. 2018), on a matrix of unit v
   of the selected units with all units on throughout (smaller first: fewer other units fire),
   then length (longer first).
 
-Everything here takes and returns plain NumPy arrays, lists and dicts.
+Everything here takes and returns plain NumPy arrays, lists and dicts (a ranking is a dict that
+also shows itself as a table in Jupyter).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from unrolled.errors import UserError
+from unrolled.understand import render
 
 BLOCK = 256  # units scored at a time, to bound the memory of the rank matrix
 
@@ -110,8 +112,16 @@ def strength(score: np.ndarray, metric: str) -> np.ndarray:
     return np.nan_to_num(s, nan=-1.0)
 
 
+class Ranking(dict):
+    """What `rank_units` returns: {feature: {"metric", "positives", "best": [...]}}, a plain dict
+    that shows itself in Jupyter as the table `unrolled cells` writes."""
+
+    def _repr_html_(self) -> str:
+        return render.fragment(render.ranking_table(self))
+
+
 def rank_units(values: np.ndarray, names: list[str], features: dict[str, np.ndarray],
-               top: int = 5, screen: int | None = 20_000) -> dict[str, dict]:
+               top: int = 5, screen: int | None = 20_000) -> Ranking:
     """Score every unit against every feature and keep the best `top` per feature:
 
         {feature: {"metric": "auc" | "r", "positives": fraction or None,
@@ -146,7 +156,7 @@ def rank_units(values: np.ndarray, names: list[str], features: dict[str, np.ndar
                       "strength": float(max(s[j], 1 - s[j]) if metric == "auc" else abs(s[j])),
                       "sign": 1 if s[j] >= centre else -1} for j in order if np.isfinite(s[j])],
         }
-    return table
+    return Ranking(table)
 
 
 # --- LSTMVis: select and match ----------------------------------------------------------------
