@@ -7,9 +7,13 @@ Two tasks, both generated here with held-out inputs the model never saw in train
 
 Prints one JSON line: exact-match accuracy on the held-out inputs with greedy decoding and with
 beam search, plus the settings. `--reverse` reads each input backwards (Sutskever et al. 2014).
+`--save DIR` keeps the model; `--load DIR --predict FILE` rewrites each line of FILE (beam
+search of width --beam; see saved.py).
 
     python examples/encoder_decoder.py --task dates
     python examples/encoder_decoder.py --task addition --reverse      (about 20 minutes on a busy CPU)
+    python examples/encoder_decoder.py --task dates --save dates
+    python examples/encoder_decoder.py --load dates --predict my_dates.txt
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import time
 import torch
 
 import unrolled
+from corpora import run
+from saved import add_save_arguments, train_or_load
 
 PAD, BOS, EOS = "\0", "\1", "\2"  # ids 0, 1, 2 in every vocabulary here
 
@@ -93,6 +99,11 @@ class Vocab:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    @classmethod
+    def of(cls, chars: list[str]) -> "Vocab":
+        """The vocabulary whose `chars` these are (PAD, BOS, EOS first), as a saved model lists them."""
+        return cls(chars[3:])
+
 
 def batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Lists of ids -> padded (B, T) tensor and lengths (B,)."""
@@ -118,40 +129,34 @@ def accuracy(model, pairs, src_vocab, tgt_vocab, decode: str, beam_width: int) -
     return right / len(pairs)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", choices=sorted(TASKS), default="dates")
-    ap.add_argument("--reverse", action="store_true", help="read each input backwards")
-    ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=1)
-    ap.add_argument("--bidirectional", action="store_true", help="bidirectional encoder")
-    ap.add_argument("--train", type=int, default=None, help="training pairs (default: dates 20000, addition 400000)")
-    ap.add_argument("--test", type=int, default=2000, help="held-out pairs")
-    ap.add_argument("--steps", type=int, default=None, help="updates (default: dates 1500, addition 8000)")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--teacher-forcing", type=float, default=1.0, help="probability of feeding the true token")
-    ap.add_argument("--beam", type=int, default=4, help="beam width")
-    ap.add_argument("--max-minutes", type=float, default=40.0, help="stop training after this long")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    default_train, default_steps = TASK_BUDGETS[args.task]
-    args.train = args.train or default_train
-    args.steps = args.steps or default_steps
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+def build(settings: dict):
+    """The encoder-decoder the settings describe (before training, or to load saved weights into)."""
+    return unrolled.EncoderDecoder(len(settings["source_chars"]), len(settings["target_chars"]), settings["hidden"],
+                                   settings["cell"], num_layers=settings["layers"],
+                                   bidirectional=settings["bidirectional"], bos_token=1, eos_token=2,
+                                   reverse_source=settings["reverse"], max_target_length=settings["max_target_length"])
 
-    train, test = make_split(args.task, args.train, args.test, args.seed)
-    src_vocab = Vocab([s for s, _ in train + test])
-    tgt_vocab = Vocab([t for _, t in train + test])
-    src = [src_vocab.encode(s) for s, _ in train]
-    tgt = [tgt_vocab.encode(t + EOS) for _, t in train]
-    model = unrolled.EncoderDecoder(len(src_vocab.chars), len(tgt_vocab.chars), args.hidden, args.cell,
-                                    num_layers=args.layers, bidirectional=args.bidirectional,
-                                    bos_token=1, eos_token=2, reverse_source=args.reverse,
-                                    max_target_length=max(len(t) for t in tgt) + 2)
+
+def predict(model, settings: dict, lines: list[str], beam_width: int) -> list[str | None]:
+    """The rewrite of each line by beam search (None for an empty line)."""
+    src_vocab, tgt_vocab = Vocab.of(settings["source_chars"]), Vocab.of(settings["target_chars"])
+    for number, line in enumerate(lines, start=1):
+        unseen = sorted(set(line) - set(src_vocab.chars[3:]))
+        if unseen:
+            raise unrolled.UserError(f"line {number} of the --predict file has {', '.join(map(repr, unseen))}, which "
+                                     f"no {settings['task']} input in training had; remove or replace them")
+    rows = [i for i, line in enumerate(lines) if line]
+    out = [None] * len(lines)
+    for k in range(0, len(rows), 500):
+        chunk = rows[k:k + 500]
+        x, xl = batch([src_vocab.encode(lines[i]) for i in chunk])
+        for i, o in zip(chunk, model.beam_search(x, xl, beam_width=beam_width)):
+            out[i] = tgt_vocab.decode(o)
+    return out
+
+
+def fit_pairs(model, src, tgt, args) -> tuple[int, list[float], float]:
+    """Adam with a one-cycle schedule on random batches of pairs -> (updates, losses, seconds)."""
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
     rng = random.Random(args.seed)
@@ -171,22 +176,67 @@ def main(argv=None) -> int:
             print(f"step {step + 1} loss {sum(losses[-250:]) / 250:.4f} {time.time() - start:.0f}s", file=sys.stderr)
         if time.time() - start > args.max_minutes * 60:
             break
-    train_s = time.time() - start
+    return step + 1, losses, time.time() - start
+
+
+def train(args):
+    """Train on the task's pairs, score the held-out ones -> (model, settings, result JSON)."""
+    torch.manual_seed(args.seed)
+    train_pairs, test = make_split(args.task, args.train, args.test, args.seed)
+    src_vocab = Vocab([s for s, _ in train_pairs + test])
+    tgt_vocab = Vocab([t for _, t in train_pairs + test])
+    src = [src_vocab.encode(s) for s, _ in train_pairs]
+    tgt = [tgt_vocab.encode(t + EOS) for _, t in train_pairs]
+    settings = {"task": args.task, "source_chars": src_vocab.chars, "target_chars": tgt_vocab.chars,
+                "hidden": args.hidden, "cell": args.cell, "layers": args.layers,
+                "bidirectional": args.bidirectional, "reverse": args.reverse,
+                "max_target_length": max(len(t) for t in tgt) + 2}
+    model = build(settings)
+    steps, losses, train_s = fit_pairs(model, src, tgt, args)
     with torch.no_grad():
         greedy = accuracy(model, test, src_vocab, tgt_vocab, "greedy", 1)
         beam = accuracy(model, test, src_vocab, tgt_vocab, "beam", args.beam)
     x, xl = batch([src_vocab.encode(s) for s, _ in test[:4]])
     examples = {s: tgt_vocab.decode(o) for (s, _), o in zip(test[:4], model.beam_search(x, xl, args.beam))}
-    print(json.dumps({
+    return model, settings, {
         "task": args.task, "topology": "EncoderDecoder", "cell": args.cell, "hidden": args.hidden,
         "layers": args.layers, "bidirectional": args.bidirectional, "reverse": args.reverse,
-        "train_pairs": len(train), "test_pairs": len(test), "steps": step + 1, "batch": args.batch,
+        "train_pairs": len(train_pairs), "test_pairs": len(test), "steps": steps, "batch": args.batch,
         "train_seconds": round(train_s, 1), "final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
         "greedy_exact_match": round(greedy, 4), f"beam{args.beam}_exact_match": round(beam, 4),
         "seed": args.seed, "examples": examples,
-    }))
-    return 0
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=sorted(TASKS), default="dates")
+    ap.add_argument("--reverse", action="store_true", help="read each input backwards")
+    ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--bidirectional", action="store_true", help="bidirectional encoder")
+    ap.add_argument("--train", type=int, default=None, help="training pairs (default: dates 20000, addition 400000)")
+    ap.add_argument("--test", type=int, default=2000, help="held-out pairs")
+    ap.add_argument("--steps", type=int, default=None, help="updates (default: dates 1500, addition 8000)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--teacher-forcing", type=float, default=1.0, help="probability of feeding the true token")
+    ap.add_argument("--beam", type=int, default=4, help="beam width (also of --predict)")
+    ap.add_argument("--max-minutes", type=float, default=40.0, help="stop training after this long")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    add_save_arguments(ap)
+    args = ap.parse_args(argv)
+    if args.beam < 1:
+        raise unrolled.UserError(f"--beam must be at least 1, got {args.beam}")
+    default_train, default_steps = TASK_BUDGETS[args.task]
+    args.train = args.train or default_train
+    args.steps = args.steps or default_steps
+    torch.set_num_threads(args.threads)
+    return train_or_load(args, "encoder_decoder", build, lambda m, s, lines: predict(m, s, lines, args.beam),
+                         lambda: train(args))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -6,9 +6,13 @@ bidirectional ManyToMany (embedding -> bidirectional LSTM -> head at every step)
 source; a character's class depends on what follows as well as what came before (is this `"`
 opening or closing a string?). The files of the standard library in path order are split: the
 first 80% train, the last 10% test. The baseline gives each character its most frequent class in
-training. Prints one JSON line with both per-character accuracies.
+training. Prints one JSON line with both per-character accuracies. `--save DIR` keeps the
+model; `--load DIR --predict FILE` tags a file of Python, printing per line one letter per
+character (LETTERS: `x = 10  # ten` -> `n.o.00..ccccc`; see saved.py).
 
     python examples/tag_python_tokens.py
+    python examples/tag_python_tokens.py --save tagger
+    python examples/tag_python_tokens.py --load tagger --predict my_script.py
 """
 from __future__ import annotations
 
@@ -22,8 +26,11 @@ import torch
 
 import unrolled
 from corpora import CharVocab, add_fit_arguments, fit, python_files, run, start
+from saved import add_save_arguments, train_or_load
 
 CLASSES = ("whitespace", "name", "keyword", "string", "comment", "number", "operator")
+LETTERS = {"whitespace": ".", "name": "n", "keyword": "k", "string": "s", "comment": "c", "number": "0",
+           "operator": "o"}  # what --predict prints for each character
 KIND = {tokenize.NAME: "name", tokenize.STRING: "string", tokenize.COMMENT: "comment",
         tokenize.NUMBER: "number", tokenize.OP: "operator", tokenize.ERRORTOKEN: "operator"}
 
@@ -87,19 +94,32 @@ def predict_all(model, ids: torch.Tensor, window: int, margin: int) -> torch.Ten
     return pred
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stdlib", default=None, help="Python standard library dir (default: this interpreter's)")
-    ap.add_argument("--train-chars", type=int, default=2_000_000)
-    ap.add_argument("--test-chars", type=int, default=200_000)
-    ap.add_argument("--window", type=int, default=200, help="characters per training window")
-    ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
-    ap.add_argument("--hidden", type=int, default=96)
-    ap.add_argument("--layers", type=int, default=1)
-    add_fit_arguments(ap, steps=1500, batch=32, max_minutes=5.0)
-    args = ap.parse_args(argv)
-    rng = start(args)
+def build(settings: dict):
+    """The tagger the settings describe (before training, or to load saved weights into)."""
+    return unrolled.ManyToMany(len(settings["chars"]), len(CLASSES), settings["hidden"], settings["cell"],
+                               num_layers=settings["layers"], encoding="embedding", embedding_dim=32,
+                               head="classify", bidirectional=True)
 
+
+def predict(model, settings: dict, lines: list[str]) -> list[str]:
+    """Per line, one letter per character giving its class (LETTERS). The lines are tagged as one
+    text, so a character sees the lines around it (a line inside a triple-quoted string)."""
+    text = "\n".join(lines)
+    if not text:
+        return [""] * len(lines)
+    vocab = CharVocab(["".join(settings["chars"])])
+    W = settings["window"]
+    tags = "".join(LETTERS[CLASSES[k]] for k in predict_all(model, vocab.encode(text), 2 * W, W // 2).tolist())
+    out, at = [], 0
+    for line in lines:
+        out.append(tags[at:at + len(line)])
+        at += len(line) + 1  # the newline's own tag is not printed
+    return out
+
+
+def train(args):
+    """Train on windows of the standard library, tag its held-out files -> (model, settings, result)."""
+    rng = start(args)
     train_text, train_tags = tagged_files(args.stdlib, args.train_chars, "train")
     test_text, test_tags = tagged_files(args.stdlib, args.test_chars, "test")
     vocab = CharVocab([train_text])
@@ -111,9 +131,9 @@ def main(argv=None) -> int:
     counts.index_put_((train_ids, train_y), torch.ones_like(train_ids), accumulate=True)
     baseline = (counts.argmax(1)[test_ids] == test_y).float().mean().item()
 
-    model = unrolled.ManyToMany(len(vocab), len(CLASSES), args.hidden, args.cell, num_layers=args.layers,
-                                encoding="embedding", embedding_dim=32, head="classify", bidirectional=True)
     W = args.window
+    settings = {"chars": vocab.symbols, "hidden": args.hidden, "cell": args.cell, "layers": args.layers, "window": W}
+    model = build(settings)
 
     def windows():
         starts = [rng.randrange(len(train_ids) - W) for _ in range(args.batch)]
@@ -127,14 +147,28 @@ def main(argv=None) -> int:
     right = pred == test_y
     per_class = {c: round(right[test_y == k].float().mean().item(), 4) for k, c in enumerate(CLASSES)
                  if (test_y == k).any()}
-    print(json.dumps({
+    return model, settings, {
         "task": "Python token tagging", "topology": "ManyToMany", "cell": args.cell, "hidden": args.hidden,
         "layers": args.layers, "bidirectional": True, "window": W, "steps": steps, "batch": args.batch,
         "train_seconds": round(train_s, 1), "train_chars": len(train_ids), "test_chars": len(test_ids),
         "accuracy": round(right.float().mean().item(), 4), "baseline_most_frequent_class": round(baseline, 4),
         "accuracy_per_class": per_class, "seed": args.seed,
-    }))
-    return 0
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stdlib", default=None, help="Python standard library dir (default: this interpreter's)")
+    ap.add_argument("--train-chars", type=int, default=2_000_000)
+    ap.add_argument("--test-chars", type=int, default=200_000)
+    ap.add_argument("--window", type=int, default=200, help="characters per training window")
+    ap.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm")
+    ap.add_argument("--hidden", type=int, default=96)
+    ap.add_argument("--layers", type=int, default=1)
+    add_fit_arguments(ap, steps=1500, batch=32, max_minutes=5.0)
+    add_save_arguments(ap)
+    args = ap.parse_args(argv)
+    return train_or_load(args, "tag_python_tokens", build, predict, lambda: train(args))
 
 
 if __name__ == "__main__":
