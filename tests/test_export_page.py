@@ -114,13 +114,18 @@ def test_sampling_is_seeded_and_follows_the_distribution(chromium, tmp_path):
         assert one == page.evaluate(draw, [prime, 200, 1.0, 7]) != page.evaluate(draw, [prime, 200, 1.0, 8])
         assert one.startswith(prime) and len(one) == len(prime) + 200 and set(one) <= set(CHARS)
         firsts = {}
-        for t in (1.0, 0.5):
-            chars = page.evaluate("([p, t]) => Array.from({length: 4000}, (_, s) => "
-                                  "window.unrolledSample(p, 1, t, s).slice(-1))", [prime, t])
+        for t, k in ((1.0, None), (0.5, None), (1.0, 3)):
+            chars = page.evaluate("([p, t, k]) => Array.from({length: 4000}, (_, s) => "
+                                  "window.unrolledSample(p, 1, t, s, k).slice(-1))", [prime, t, k])
             freq = np.array([chars.count(c) for c in model.vocab.symbols]) / len(chars)
-            firsts[t] = freq
-            assert np.abs(freq - torch_probs(model, prime, t)).max() < 0.035  # 4 standard deviations
-        assert np.abs(firsts[1.0] - firsts[0.5]).max() > 0.035  # the temperature is felt: the check can fail
+            firsts[t, k] = freq
+            want = torch_probs(model, prime, t)
+            if k is not None:  # the k most likely, renormalised, as unrolled.sample's filter_logits
+                want = np.where(want >= np.sort(want)[-k], want, 0) / np.sort(want)[-k:].sum()
+            assert np.abs(freq - want).max() < 0.035  # about 4 standard deviations
+        # the temperature and top-k are felt, so the checks above can fail
+        assert np.abs(firsts[1.0, None] - firsts[0.5, None]).max() > 0.035
+        assert np.abs(firsts[1.0, None] - firsts[1.0, 3]).max() > 0.035
 
 
 def spans(page) -> list:

@@ -27,7 +27,7 @@ import numpy as np
 from unrolled.errors import UserError
 from unrolled.export.weights import Exported, collect, write_file
 
-OPSET = 17  # ONNX Runtime 1.14 and later, onnxruntime-web and the Java and C# runtimes all run it
+OPSET = 17  # not the newest, so that older runtimes read the file too
 OPERATOR = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # torch's gate blocks in ONNX's order: LSTM (i, f, g, o) -> (i, o, f, c); GRU (r, z, n) -> (z, r, h)
 GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
