@@ -2,6 +2,7 @@
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.errors import UserError
 from unrolled.recurrent import GRU, LSTM, RNN, detach_state
+from unrolled.minimal import MinGRU, MinLSTM
 from unrolled.topologies import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, OneToOne
 from unrolled.charlm.model import CharLM
 from unrolled.charlm.run import load
@@ -11,6 +12,6 @@ from unrolled.charlm.trainer import train
 
 __version__ = "0.1.0"
 
-__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "detach_state", "UserError", "__version__",
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "MinGRU", "MinLSTM", "detach_state", "UserError", "__version__",
            "OneToOne", "OneToMany", "ManyToOne", "ManyToMany", "EncoderDecoder",
            "CharLM", "load", "train", "sample", "evaluate"]

@@ -25,18 +25,25 @@ class CellFacts:
     """What the rest of the package needs to know about a cell, in one place (as torch's RNNBase
     derives gate_size from its mode)."""
 
-    name: str                       # "rnn", "lstm", "gru"
+    name: str                       # "rnn", "lstm", "gru", "mingru", "minlstm"
     num_gates: int                  # G: weight_ih has G * H rows, as torch.nn
     gates: tuple[str, ...]          # the gates in the order their rows are stacked in weight_ih / weight_hh
     sigmoid_gates: tuple[str, ...]  # the gates that pass a sigmoid, so live in (0, 1) and can saturate
     state_keys: tuple[str, ...]     # what a recording of the readable path can hold, per step
     carries: tuple[str, ...]        # the state carried from one step to the next
+    hidden_weights: bool = True     # whether the gates read h_{t-1} through weight_hh (not the minimal cells)
+    unbounded: tuple[str, ...] = () # recorded quantities with no fixed range (the LSTM's c, the minimal cells' h)
 
 
 CELLS: dict[str, CellFacts] = {
     "rnn": CellFacts("rnn", 1, (), (), ("h",), ("h",)),
-    "lstm": CellFacts("lstm", 4, ("i", "f", "g", "o"), ("i", "f", "o"), ("h", "c", "i", "f", "g", "o"), ("h", "c")),
+    "lstm": CellFacts("lstm", 4, ("i", "f", "g", "o"), ("i", "f", "o"), ("h", "c", "i", "f", "g", "o"), ("h", "c"),
+                      unbounded=("c",)),
     "gru": CellFacts("gru", 3, ("r", "z", "n"), ("r", "z"), ("h", "r", "z", "n"), ("h",)),
+    # unrolled.minimal (Feng et al. 2024): gates from the input alone, so no weight_hh; the
+    # candidate passes pos(v) (v + 1/2 or sigmoid), so h and the candidate are positive, unbounded
+    "mingru": CellFacts("mingru", 2, ("z", "n"), ("z",), ("h", "z", "n"), ("h",), False, ("h", "n")),
+    "minlstm": CellFacts("minlstm", 3, ("f", "i", "g"), ("f", "i"), ("h", "f", "i", "g"), ("h",), False, ("h", "g")),
 }
 
 

@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm")  # the last two: unrolled.minimal
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
 CLIPS = ("norm", "value", "none")
@@ -49,7 +49,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = "lstm"  # rnn, lstm or gru
+    cell: str = "lstm"  # rnn, lstm, gru, or the scan-trained mingru, minlstm (Feng et al. 2024)
     hidden_size: int = 256  # H: width of every recurrent layer
     num_layers: int = 2  # L: stacked recurrent layers
     dropout: float = 0.0  # dropout between recurrent layers (never after the last, as torch.nn)

@@ -26,11 +26,13 @@ def pick_device(name: str) -> torch.device:
 
 def parameter_count(vocab_size: int, m) -> int:
     """Parameters of a CharLM, from its config alone (before allocating any of them):
-    embedding V*E, then per layer G*H*(D + H + 2) with G gates and D its input width, head V*(H + 1)."""
-    gates = facts(m.cell).num_gates
-    first = m.embedding_size or vocab_size
-    layers = gates * m.hidden_size * (first + m.hidden_size + 2)
-    layers += (m.num_layers - 1) * gates * m.hidden_size * (2 * m.hidden_size + 2)
+    embedding V*E, then per layer G*H*(D + H + 2) with G gates and D its input width (G*H*(D + 1)
+    for a cell without weight_hh), head V*(H + 1)."""
+    cell = facts(m.cell)
+    gates, first = cell.num_gates, m.embedding_size or vocab_size
+    hh = m.hidden_size + 1 if cell.hidden_weights else 0  # weight_hh and bias_hh
+    layers = gates * m.hidden_size * (first + 1 + hh)
+    layers += (m.num_layers - 1) * gates * m.hidden_size * (m.hidden_size + 1 + hh)
     return vocab_size * m.embedding_size + layers + vocab_size * (m.hidden_size + 1)
 
 

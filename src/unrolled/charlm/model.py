@@ -1,7 +1,7 @@
 """The character language model: an input encoding, a recurrent layer, a softmax output.
 
     x_t = E[c_t]                      (a learned embedding, or one-hot: E = I)   (B, T, D)
-    h_t = recurrent(x_t, h_{t-1})     (unrolled RNN, LSTM or GRU, L layers)       (B, T, H)
+    h_t = recurrent(x_t, h_{t-1})     (RNN, LSTM, GRU, MinGRU or MinLSTM, L layers) (B, T, H)
     p(c_{t+1} | c_1..c_t) = softmax(W_hy h_t + b_y)                              (B, T, V)
 
 trained to minimise the cross-entropy -log p(c_{t+1}), reported in bits per character
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from unrolled.charlm.config import ModelConfig
 from unrolled.kernels import RecurrentStep
+from unrolled.minimal import LAYERS as MINIMAL_LAYERS
 from unrolled.recurrent import LAYERS, LSTM
 from unrolled.charlm.text import Vocabulary
 
@@ -31,8 +32,8 @@ class CharLM(nn.Module):
         V = len(vocab)
         D = config.embedding_size or V  # one-hot inputs are V wide
         self.embedding = nn.Embedding(V, config.embedding_size) if config.embedding_size else None
-        self.rnn = LAYERS[config.cell](D, config.hidden_size, num_layers=config.num_layers,
-                                       dropout=config.dropout)
+        self.rnn = {**LAYERS, **MINIMAL_LAYERS}[config.cell](D, config.hidden_size, num_layers=config.num_layers,
+                                                            dropout=config.dropout)
         self.head = nn.Linear(config.hidden_size, V)
         if isinstance(self.rnn, LSTM) and config.forget_bias:
             self._set_forget_bias(config.forget_bias)

@@ -360,11 +360,11 @@ class Explorer:
 
 def value_range(cell: str, key: str, block: np.ndarray) -> list[float]:
     """The values the colour scale spans: a sigmoid gate is centred on 0.5 in [0, 1]; tanh
-    quantities (h, candidates) on 0 in [-1, 1]; the unbounded LSTM cell state on 0 within its
-    largest magnitude in the block shown."""
+    quantities (h, candidates) on 0 in [-1, 1]; an unbounded one (the LSTM cell state, the
+    minimal cells' h and candidate) on 0 within its largest magnitude in the block shown."""
     if key in facts(cell).sigmoid_gates:
         return [0.0, 1.0]
-    if key == "c":
+    if key in facts(cell).unbounded:
         m = float(np.abs(block).max()) if block.size else 1.0
         return [-max(m, 1e-6), max(m, 1e-6)]
     return [-1.0, 1.0]
