@@ -184,6 +184,7 @@ class MinimalLike(torch.nn.Module):
 
 @pytest.mark.parametrize("change, says", [
     (lambda m: setattr(m, "rnn", MinimalLike()), "supports the rnn, lstm and gru cells"),
+    (lambda m: setattr(m, "rnn", type("MyLSTM", (LSTM,), {})(3, 5)), "this model's recurrent layer is MyLSTM"),
     (lambda m: setattr(m, "rnn", LSTM(3, 5, num_layers=2, bidirectional=True)), "bidirectional"),
     (lambda m: setattr(m, "rnn", RNN(3, 5, input_depth=1)), "deep input, transition or output parts"),
 ])

@@ -7,7 +7,8 @@ Both exports (the ONNX file, the page) run the same computation as `CharLM.forwa
 
 with no dropout between layers (dropout is off at inference). They support the plain stacked
 `unrolled.RNN` (tanh or relu), `LSTM` and `GRU` layers, unidirectional, without deep parts; any
-other layer is refused with one sentence rather than exported as something it is not.
+other layer (a subclass of those too, whose step may differ) is refused with one sentence rather
+than exported as something it is not.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def check_exportable(model, what: str) -> str:
         raise UserError(f"{what} exports a character model (unrolled.CharLM), got {type(model).__name__}")
     rnn = model.rnn
     kind = getattr(rnn, "kind", None)
-    if kind not in CELLS or not isinstance(rnn, CELLS[kind]):
+    if kind not in CELLS or type(rnn) is not CELLS[kind]:  # a subclass may step otherwise: not guessed
         raise UserError(f"{what} supports the rnn, lstm and gru cells, and this model's recurrent layer is "
                         f"{type(rnn).__name__}; sample it with unrolled sample instead")
     if rnn.bidirectional:
