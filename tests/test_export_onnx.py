@@ -28,6 +28,7 @@ from unrolled.charlm.text import Vocabulary  # noqa: E402
 from unrolled.cli import main  # noqa: E402
 from unrolled.errors import UserError  # noqa: E402
 from unrolled.export import export_onnx, onnx as export  # noqa: E402
+from unrolled.minimal import MinGRU, MinLSTM  # noqa: E402
 from unrolled.recurrent import LSTM, RNN  # noqa: E402
 
 COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
@@ -176,14 +177,10 @@ def test_cli_writes_the_file(tmp_path, capsys):
     assert err.count("\n") == 1 and "does not exist; create it first" in err and "Traceback" not in err
 
 
-class MinimalLike(torch.nn.Module):
-    """Stands for a layer the exporter does not know (a scan-trained cell, a user's own)."""
-    kind = "mingru"
-    hidden_size, num_layers = 5, 1
-
-
 @pytest.mark.parametrize("change, says", [
-    (lambda m: setattr(m, "rnn", MinimalLike()), "supports the rnn, lstm and gru cells"),
+    (lambda m: setattr(m, "rnn", MinGRU(3, 5, num_layers=2)), "supports the rnn, lstm and gru cells, and this "
+                                                              "model's recurrent layer is MinGRU"),
+    (lambda m: setattr(m, "rnn", MinLSTM(3, 5)), "recurrent layer is MinLSTM"),
     (lambda m: setattr(m, "rnn", type("MyLSTM", (LSTM,), {})(3, 5)), "this model's recurrent layer is MyLSTM"),
     (lambda m: setattr(m, "rnn", LSTM(3, 5, num_layers=2, bidirectional=True)), "bidirectional"),
     (lambda m: setattr(m, "rnn", RNN(3, 5, input_depth=1)), "deep input, transition or output parts"),
