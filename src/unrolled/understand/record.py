@@ -99,6 +99,10 @@ class Recording:
         lp = self.logp_next[:-1]
         return float(-lp.mean() / math.log(2)) if lp.size else float("nan")
 
+    def __repr__(self) -> str:
+        return (f"Recording({self.num_layers} x {self.hidden_size} {self.kind}, {len(self.text):,} characters, "
+                f"{self.positions.size:,} kept, states {' '.join(sorted(self.states))})")
+
     def show(self, units, start: int = 0, end: int | None = None, title: str = "units") -> render.Page:
         """The text[start:end] once per unit, each character on the unit's colour (blue-white-red):
         a page that shows itself in Jupyter. `units` is a name ("c1:17") or a list of them; every

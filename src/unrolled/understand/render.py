@@ -127,6 +127,9 @@ class Page(str):
         page_.body = body
         return page_
 
+    def __repr__(self) -> str:
+        return f"<an HTML page of {len(self):,} characters>"
+
     def _repr_html_(self) -> str:
         return fragment(self.body)
 
