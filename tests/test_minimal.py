@@ -89,18 +89,18 @@ def test_the_loops_backward_equals_autograd_of_the_readable_loop(kind):
     pre-activations far in the tails, where a sign slip in pos' or the normalisation would show."""
     torch.manual_seed(3)
     G = facts(kind).num_gates
-    pre = (torch.randn(T, B, G * H, dtype=torch.float64) * 6).requires_grad_()
+    pre = (torch.randn(B, T, G * H, dtype=torch.float64) * 6).requires_grad_()
     h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(T, B, H, dtype=torch.float64)
+    w = torch.randn(B, T, H, dtype=torch.float64)
     (MinimalLoop.apply(pre, h0, kind) * w).sum().backward()
     grads = pre.grad.clone(), h0.grad.clone()
     pre.grad = h0.grad = None
     a, b = coefficients(kind, pre, log=False)
     h, outs = h0, []
     for t in range(T):
-        h = a[t] * h + b[t]
+        h = a[:, t] * h + b[:, t]
         outs.append(h)
-    (torch.stack(outs) * w).sum().backward()
+    (torch.stack(outs, dim=1) * w).sum().backward()
     torch.testing.assert_close(grads[0], pre.grad, atol=1e-12, rtol=0)
     torch.testing.assert_close(grads[1], h0.grad, atol=1e-12, rtol=0)
 
@@ -161,7 +161,7 @@ def test_the_scan_stays_finite_where_gates_saturate():
     """Pre-activations of +-40 in float32: the gates are 0 or 1 to float32, the scan in log space
     stays finite and equals the loop."""
     torch.manual_seed(6)
-    pre = torch.randn(64, 2, 2 * H) * 40  # (T, B, 2H)
+    pre = torch.randn(2, 64, 2 * H) * 40  # (B, T, 2H)
     h0 = torch.randn(2, H)
     scan = scan_log(*coefficients("mingru", pre, log=True), h0)
     loop = MinimalLoop.apply(pre, h0, "mingru")

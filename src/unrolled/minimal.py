@@ -112,90 +112,109 @@ def coefficients(kind: str, pre: Tensor, log: bool) -> tuple[Tensor, Tensor]:
 
 
 def scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
-    """h_t = a_t h_{t-1} + b_t for every t at once, time first: log_a, log_b (T, B, H) with b > 0,
-    h0 (B, H) of any sign -> h (T, B, H).
+    """h_t = a_t h_{t-1} + b_t for every t at once: log_a, log_b (B, T, H) with b > 0, h0 (B, H)
+    of any sign -> h (B, T, H).
 
         A_t = sum_{s<=t} log a_s,   h_t = e^{A_t} h_0 + exp(A_t + logcumsumexp_{s<=t}(log b_s - A_s))
     """
-    A = torch.cumsum(log_a, dim=0)  # (T, B, H)
-    return torch.exp(A) * h0 + torch.exp(A + torch.logcumsumexp(log_b - A, dim=0))
+    A = torch.cumsum(log_a, dim=1)  # (B, T, H)
+    return torch.exp(A) * h0.unsqueeze(1) + torch.exp(A + torch.logcumsumexp(log_b - A, dim=1))
 
 
-def _loop(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-    """h_t = a_t h_{t-1} + b_t, one fused multiply-add per step: a, b (T, B, H), h0 (B, H) -> (T, B, H)."""
-    out = torch.empty_like(b)
+def _loop(kind: str, p: Tensor, w: Tensor, h0: Tensor) -> Tensor:
+    """The recurrence as one torch.lerp a step: p, w (B, T, H), h0 (B, H) -> h (B, T, H).
+    minGRU h_t = lerp(h_{t-1}, n_t, z_t) (p = n, w = z); minLSTM h_t = lerp(g~_t, h_{t-1}, f'_t) (p = g~, w = f')."""
+    out = torch.empty_like(p)
     h = h0
-    for t in range(a.shape[0]):
-        h = torch.addcmul(b[t], a[t], h, out=out[t])  # (B, H)
+    for t in range(p.shape[1]):
+        if kind == "mingru":
+            h = torch.lerp(h, p[:, t], w[:, t], out=out[:, t])  # h + z (n - h)
+        else:
+            h = torch.lerp(p[:, t], h, w[:, t], out=out[:, t])  # g~ + f' (h - g~)
     return out
 
 
 def _loop_back(a: Tensor, grad_out: Tensor) -> Tensor:
-    """g_t = dL/dh_t + a_{t+1} g_{t+1}: the same recurrence backwards in time -> g (T, B, H)."""
-    g = torch.empty_like(grad_out)
-    acc = g[-1]
-    acc.copy_(grad_out[-1])
-    for t in range(a.shape[0] - 2, -1, -1):
-        acc = torch.addcmul(grad_out[t], a[t + 1], acc, out=g[t])
+    """g_t = dL/dh_t + a_{t+1} g_{t+1}: the same recurrence backwards in time -> g (B, T, H)."""
+    g = torch.empty_like(a)
+    acc = g[:, -1]
+    acc.copy_(grad_out[:, -1])
+    for t in range(a.shape[1] - 2, -1, -1):
+        acc = torch.addcmul(grad_out[:, t], a[:, t + 1], acc, out=g[:, t])
     return g
 
 
-def _pos_grad(p: Tensor) -> Tensor:
-    """pos'(v) from p = pos(v): sigmoid'(v) = p (1 - p) for v < 0 (p < 1/2), 1 for v > 0 (p > 1/2);
-    as s (1 - s) + 3/4 [p > 1/2] with s = min(p, 1/2), no `where`."""
-    s = p.clamp(max=0.5)
-    return (s * (1 - s)).add_(torch.sign(p - 0.5).clamp_(min=0), alpha=0.75)
+def _pos_parts(v: Tensor) -> tuple[Tensor, Tensor]:
+    """pos(v) = s + r with s = sigmoid(min(v, 0)), r = relu(v); both kept for the backward."""
+    return v.clamp(max=0).sigmoid_(), torch.relu(v)
+
+
+def _pos_grad(s: Tensor, r: Tensor) -> Tensor:
+    """pos'(v) = s (1 - s) + 3/4 [v > 0] (s = 1/2 there): sigmoid' below 0, 1 above, 1/4 at 0 as autograd's."""
+    return torch.addcmul(s, s, s, value=-1).add_(torch.sign(r), alpha=0.75)
+
+
+def _minus_prev(x: Tensor, out: Tensor, h0: Tensor) -> Tensor:
+    """x_t - h_{t-1} for every t, h_{t-1} from the forward's output: (B, T, H), a new tensor."""
+    d = torch.empty_like(x)
+    torch.sub(x[:, 1:], out[:, :-1], out=d[:, 1:])
+    torch.sub(x[:, 0], h0, out=d[:, 0])
+    return d
 
 
 class MinimalLoop(torch.autograd.Function):
-    """One layer of a minimal cell by a loop over t, element-wise math fused by hand:
-    pre (T, B, G*H) the pre-activations of every step, h0 (B, H) -> h (T, B, H).
+    """One layer of a minimal cell by a loop over t, element-wise math fused by hand (every pass
+    over (B, T, H) counts on a CPU): pre (B, T, G*H) the pre-activations, h0 (B, H) -> h (B, T, H).
 
-    Forward: the coefficients a, b of h_t = a_t h_{t-1} + b_t (`coefficients`), then the loop.
-    Backward: g_t = dL/dh_t + a_{t+1} g_{t+1} (the loop run backwards), dL/dh_0 = a_1 g_1, and
-    with h_{t-1} from the forward,
-      minGRU  (a = 1 - z, b = z n):    dk_z = g (n - h_{t-1}) z (1 - z),   dk_n = g z pos'(k_n)
-      minLSTM (a = f', b = (1 - f') g~, f' = f / (f + i)):  with q = g (h_{t-1} - g~) f' (1 - f'),
-              dk_f = q (1 - f),   dk_i = -q (1 - i),   dk_g = g (1 - f') pos'(k_g)
+    Forward: the gates of all steps at once, then one torch.lerp a step (`_loop`).
+    Backward: g_t = dL/dh_t + a_{t+1} g_{t+1} (the loop run backwards, a = 1 - z or f'),
+    dL/dh_0 = a_1 g_1, and with h_{t-1} from the forward,
+      minGRU:   dk_z = g (n - h_{t-1}) z (1 - z),   dk_n = g z pos'(k_n)
+      minLSTM:  f' = sigmoid(log f - log i);  with q = g (h_{t-1} - g~) f' (1 - f'),
+                dk_f = q (1 - f),   dk_i = -q (1 - i),   dk_g = g (1 - f') pos'(k_g)
     """
 
     @staticmethod
     def forward(ctx, pre: Tensor, h0: Tensor, kind: str) -> Tensor:
-        if kind == "mingru":
-            k_z, k_n = pre.chunk(2, dim=-1)  # each (T, B, H)
-            z, n = torch.sigmoid(k_z), pos(k_n)
-            out = _loop(1 - z, z * n, h0)
-            ctx.save_for_backward(z, n, h0, out)
-        else:
-            k_f, k_i, k_g = pre.chunk(3, dim=-1)
-            a = torch.sigmoid(F.softplus(-k_i) - F.softplus(-k_f))  # f' = sigmoid(-d), d = log(i / f)
-            c = pos(k_g)  # the candidate g~
-            out = _loop(a, (1 - a) * c, h0)
-            ctx.save_for_backward(k_f, k_i, a, c, h0, out)
         ctx.kind = kind
+        if kind == "mingru":
+            k_z, k_n = pre.chunk(2, dim=-1)  # each (B, T, H)
+            z = torch.sigmoid(k_z)
+            s, r = _pos_parts(k_n)
+            n = s + r
+            out = _loop(kind, n, z, h0)
+            ctx.save_for_backward(z, n, s, r, h0, out)
+            return out
+        k_f, k_i, k_g = pre.chunk(3, dim=-1)
+        lf, li = F.logsigmoid(k_f), F.logsigmoid(k_i)  # log f, log i
+        a = torch.sub(lf, li).sigmoid_()  # f' = f / (f + i)
+        s, r = _pos_parts(k_g)
+        c = s + r  # the candidate g~
+        out = _loop(kind, c, a, h0)
+        ctx.save_for_backward(lf, li, a, c, s, r, h0, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        saved = ctx.saved_tensors
-        h0, out = saved[-2:]
-        a = 1 - saved[0] if ctx.kind == "mingru" else saved[2]  # (T, B, H)
-        g = _loop_back(a, grad_out)  # (T, B, H)
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, H)
-        H, d_h0 = out.shape[-1], a[0] * g[0]
         if ctx.kind == "mingru":
-            z, n = saved[:2]
-            d_pre = out.new_empty(*out.shape[:-1], 2 * H)  # (T, B, 2H)
-            gz = torch.mul(g, z)
-            torch.mul(gz.mul(a), n - h_prev, out=d_pre[..., :H])
-            torch.mul(gz, _pos_grad(n), out=d_pre[..., H:])
-        else:
-            k_f, k_i, _, c = saved[:4]
-            d_pre = out.new_empty(*out.shape[:-1], 3 * H)  # (T, B, 3H)
-            q = (h_prev - c).mul_(g).mul_(a).mul_(1 - a)
-            torch.mul(q, torch.sigmoid(-k_f), out=d_pre[..., :H])
-            torch.mul(q, torch.sigmoid(-k_i), out=d_pre[..., H:2 * H]).neg_()
-            torch.mul(g.mul_(1 - a), _pos_grad(c), out=d_pre[..., 2 * H:])
+            z, n, s, r, h0, out = ctx.saved_tensors
+            a = 1 - z
+            g = _loop_back(a, grad_out)  # (B, T, H)
+            H = out.shape[-1]
+            d_pre = out.new_empty(*out.shape[:-1], 2 * H)  # (B, T, 2H)
+            gz = g * z
+            torch.mul(_minus_prev(n, out, h0).mul_(gz), a, out=d_pre[..., :H])
+            torch.mul(gz, _pos_grad(s, r), out=d_pre[..., H:])
+            return d_pre, a[:, 0] * g[:, 0], None
+        lf, li, a, c, s, r, h0, out = ctx.saved_tensors
+        g = _loop_back(a, grad_out)
+        H, d_h0 = out.shape[-1], a[:, 0] * g[:, 0]
+        d_pre = out.new_empty(*out.shape[:-1], 3 * H)  # (B, T, 3H)
+        one_minus_a = 1 - a
+        q = _minus_prev(c, out, h0).mul_(g).mul_(a).mul_(one_minus_a)  # -q: (g~ - h_{t-1}) g f' (1 - f')
+        torch.mul(q, torch.expm1(lf), out=d_pre[..., :H])  # q (1 - f), 1 - f = -expm1(log f)
+        torch.mul(q, torch.expm1(li).neg_(), out=d_pre[..., H:2 * H])
+        torch.mul(g.mul_(one_minus_a), _pos_grad(s, r), out=d_pre[..., 2 * H:])
         return d_pre, d_h0, None
 
 
@@ -287,18 +306,17 @@ class Minimal(nn.Module):
         if how not in ("scan", "loop"):
             raise ValueError(f"how must be 'scan' or 'loop', got {how!r}")
         state = self._check(x, state, lengths)
-        seq = x.transpose(0, 1)  # (T, B, D): time first, so a step is one block of memory
         finals = []
         for k in range(self.num_layers):
-            pre = F.linear(seq, *self.layer_weights(k))  # (T, B, G*H)
+            pre = F.linear(x, *self.layer_weights(k))  # (B, T, G*H)
             if how == "scan":
-                seq = scan_log(*coefficients(self.kind, pre, log=True), state[k])  # (T, B, H)
+                x = scan_log(*coefficients(self.kind, pre, log=True), state[k])  # (B, T, H)
             else:
-                seq = MinimalLoop.apply(pre, state[k], self.kind)  # (T, B, H)
-            finals.append(seq[-1])
+                x = MinimalLoop.apply(pre, state[k], self.kind)  # (B, T, H)
+            finals.append(x[:, -1])
             if self.dropout and self.training and k < self.num_layers - 1:
-                seq = F.dropout(seq, self.dropout, training=True)  # never after the last layer
-        return seq.transpose(0, 1), torch.stack(finals)  # (B, T, H), (L, B, H)
+                x = F.dropout(x, self.dropout, training=True)  # never after the last layer
+        return x, torch.stack(finals)  # (B, T, H), (L, B, H)
 
     def readable(self, x: Tensor, state: Tensor | None = None, lengths=None, record: bool = False):
         """The plain loop: for each layer, for each step t, h = cell_step(x_t, h).
