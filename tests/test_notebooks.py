@@ -80,11 +80,13 @@ def test_the_depth_and_cells_notebook(kernel):
     diffs += [float(v) for v in re.findall(r"(?:h|c|step) ([0-9.]+e[+-][0-9]+)", text)]
     assert len(diffs) == 4 + 6 and max(diffs) < 1e-12, diffs
     html = [d["text/html"] for d in data if "text/html" in d]
-    assert len(html) == 4 and all(h.startswith('<div class="unrolled">') for h in html)
-    recording, ranking, unit, side_by_side = html
+    assert len(html) == 5 and all(h.startswith('<div class="unrolled">') for h in html)
+    recording, ranking, unit, side_by_side, cell_report = html
     assert recording.count("<span") >= 400 and "2 x 128 LSTM over 40,000 characters" in recording
     best = re.search(r"^(\w\d:\d+): AUC strength ([0-9.]+) for in_comment", text, re.M)
     assert best and float(best.group(2)) > 0.9  # a real comment cell, as docs/understanding.md reports
     assert re.search(f"<td>in_comment</td><td>auc</td><td>[0-9.]+%</td><td>{best.group(1)}</td>", ranking)
     assert f"{best.group(1)} (scale" in unit and "in_comment (the feature)" in side_by_side
     assert unit.count("<span") >= 700  # the 700 characters coloured
+    assert "<h2>in_string</h2>" in cell_report and "<h2>predictions</h2>" in cell_report
+    assert "scored 10,000 of 40,000 characters, 512 units" in text
