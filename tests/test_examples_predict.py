@@ -7,6 +7,7 @@ import importlib.util
 import json
 import pathlib
 import re
+import subprocess
 import sys
 
 import pytest
@@ -109,3 +110,13 @@ def test_a_bad_file_or_flag_is_one_sentence(tmp_path, capsys):
         main(classify, "--load", tmp_path / "f", "--predict", tmp_path / "in.txt")
     with pytest.raises(UserError, match="no such folder"):
         main(classify, "--load", tmp_path / "nowhere", "--predict", tmp_path / "in.txt")
+
+
+def test_a_bad_predict_file_ends_the_process_in_one_sentence(tmp_path):
+    """As a real process: exit status 2, the sentence, no traceback (encoder_decoder too)."""
+    for name in ("encoder_decoder", "forecast_elec_equip"):
+        r = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--predict", str(tmp_path / "none.txt")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert r.stderr.strip() == f"error: --predict {tmp_path / 'none.txt'}: no such file; give a UTF-8 text " \
+                                   "file with one input per line"
