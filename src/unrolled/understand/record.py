@@ -103,6 +103,13 @@ class Recording:
         return (f"Recording({self.num_layers} x {self.hidden_size} {self.kind}, {len(self.text):,} characters, "
                 f"{self.positions.size:,} kept, states {' '.join(sorted(self.states))})")
 
+    def p_of_chars(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        """(end - start,) the probability the model gave each character of text[start:end] when
+        it predicted it from the characters before (NaN for the text's first character)."""
+        end = len(self.text) if end is None else end
+        before = self.logp_next[max(start - 1, 0):max(end - 1, 0)]  # character t was predicted at step t - 1
+        return np.exp(np.concatenate([[np.nan], before]) if start == 0 else before)
+
     def show(self, units, start: int = 0, end: int | None = None, title: str = "units") -> render.Page:
         """The text[start:end] once per unit, each character on the unit's colour (blue-white-red):
         a page that shows itself in Jupyter. `units` is a name ("c1:17") or a list of them; every
@@ -122,7 +129,7 @@ class Recording:
         """In Jupyter: what was recorded, then the text's first characters on the probability the
         model gave each (red: confident and right, white: p = 0.5, blue: a miss)."""
         n = min(len(self.text), SHOWN)
-        p = np.exp(np.concatenate([[np.nan], self.logp_next[:n - 1]]))  # char t was predicted at step t - 1
+        p = self.p_of_chars(0, n)
         kept = ", ".join(sorted(self.states))
         head = (f"<p>A recording of a {self.num_layers} x {self.hidden_size} {self.kind.upper()} over "
                 f"{len(self.text):,} characters ({self.positions.size:,} kept: {kept}); "

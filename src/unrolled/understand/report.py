@@ -146,7 +146,7 @@ def report_html(excerpt: str, values: np.ndarray, names: list[str], labels: dict
     # predictions: p of each character under the step before it, with that step's top-5
     if rec.probs is not None:
         g = np.arange(a, b)  # character g was predicted at step g - 1
-        p_actual = np.exp(np.concatenate([[np.nan], rec.logp_next[a:b - 1]]) if a == 0 else rec.logp_next[a - 1:b - 1])
+        p_actual = rec.p_of_chars(a, b)
         prev = np.searchsorted(rec.positions, np.maximum(g - 1, 0))  # kept: see `cells`
         tops = render.top_k(rec.probs[prev], rec.chars, 5)
         guesses = [None if gi == 0 else t for gi, t in zip(g, tops)]
