@@ -84,3 +84,13 @@ def test_a_cell_report_shows_the_page_it_writes(tmp_path):
     assert "<h2>predictions</h2>" in html and "<h2>in_comment</h2>" in html
     assert render.ranking_table(out["ranking"]) in html
     assert json.loads(json.dumps(out))["chars"] == len(text)
+
+
+def test_p_of_chars_is_the_probability_of_each_character_from_the_ones_before():
+    model, rec = model_and_recording()
+    ids = torch.tensor([model.vocab.encode(TEXT)])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids)[0][0], dim=-1)  # (N, V)
+    want = np.array([logp[t - 1, ids[0, t]].exp().item() for t in range(1, len(TEXT))])
+    np.testing.assert_allclose(rec.p_of_chars(5, 30), want[4:29], rtol=1e-6)
+    assert np.isnan(rec.p_of_chars(0, 3)[0]) and rec.p_of_chars(0, 3)[1:] == pytest.approx(want[:2], rel=1e-6)
