@@ -168,10 +168,11 @@ class MinimalLoop(torch.autograd.Function):
 
     Forward: the gates of all steps at once, then one torch.lerp a step (`_loop`).
     Backward: g_t = dL/dh_t + a_{t+1} g_{t+1} (the loop run backwards, a = 1 - z or f'),
-    dL/dh_0 = a_1 g_1, and with h_{t-1} from the forward,
-      minGRU:   dk_z = g (n - h_{t-1}) z (1 - z),   dk_n = g z pos'(k_n)
-      minLSTM:  f' = sigmoid(log f - log i);  with q = g (h_{t-1} - g~) f' (1 - f'),
-                dk_f = q (1 - f),   dk_i = -q (1 - i),   dk_g = g (1 - f') pos'(k_g)
+    dL/dh_0 = a_1 g_1, and with the step's change dh_t = h_t - h_{t-1} from the forward
+    (z (n - h_{t-1}) for the minGRU, (1 - f') (g~ - h_{t-1}) for the minLSTM),
+      minGRU:   dk_z = g z (1 - z) (n - h_{t-1}) = g (1 - z) dh,   dk_n = g z pos'(k_n)
+      minLSTM:  f' = sigmoid(log f - log i);  with p = g f' dh = -g f' (1 - f') (h_{t-1} - g~),
+                dk_f = -p (1 - f),   dk_i = p (1 - i),   dk_g = g (1 - f') pos'(k_g)
     """
 
     @staticmethod
@@ -181,40 +182,36 @@ class MinimalLoop(torch.autograd.Function):
             k_z, k_n = pre.chunk(2, dim=-1)  # each (B, T, H)
             z = torch.sigmoid(k_z)
             s, r = _pos_parts(k_n)
-            n = s + r
-            out = _loop(kind, n, z, h0)
-            ctx.save_for_backward(z, n, s, r, h0, out)
+            out = _loop(kind, s + r, z, h0)
+            ctx.save_for_backward(z, s, r, h0, out)
             return out
         k_f, k_i, k_g = pre.chunk(3, dim=-1)
         lf, li = F.logsigmoid(k_f), F.logsigmoid(k_i)  # log f, log i
         a = torch.sub(lf, li).sigmoid_()  # f' = f / (f + i)
         s, r = _pos_parts(k_g)
-        c = s + r  # the candidate g~
-        out = _loop(kind, c, a, h0)
-        ctx.save_for_backward(lf, li, a, c, s, r, h0, out)
+        out = _loop(kind, s + r, a, h0)  # s + r: the candidate g~
+        ctx.save_for_backward(lf, li, a, s, r, h0, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         if ctx.kind == "mingru":
-            z, n, s, r, h0, out = ctx.saved_tensors
+            z, s, r, h0, out = ctx.saved_tensors
             a = 1 - z
             g = _loop_back(a, grad_out)  # (B, T, H)
-            H = out.shape[-1]
+            H, d_h0 = out.shape[-1], a[:, 0] * g[:, 0]
             d_pre = out.new_empty(*out.shape[:-1], 2 * H)  # (B, T, 2H)
-            gz = g * z
-            torch.mul(_minus_prev(n, out, h0).mul_(gz), a, out=d_pre[..., :H])
-            torch.mul(gz, _pos_grad(s, r), out=d_pre[..., H:])
-            return d_pre, a[:, 0] * g[:, 0], None
-        lf, li, a, c, s, r, h0, out = ctx.saved_tensors
+            torch.mul(_minus_prev(out, out, h0).mul_(g), a, out=d_pre[..., :H])  # g (1 - z) dh
+            torch.mul(g.mul_(z), _pos_grad(s, r), out=d_pre[..., H:])  # g z pos'
+            return d_pre, d_h0, None
+        lf, li, a, s, r, h0, out = ctx.saved_tensors
         g = _loop_back(a, grad_out)
         H, d_h0 = out.shape[-1], a[:, 0] * g[:, 0]
         d_pre = out.new_empty(*out.shape[:-1], 3 * H)  # (B, T, 3H)
-        one_minus_a = 1 - a
-        q = _minus_prev(c, out, h0).mul_(g).mul_(a).mul_(one_minus_a)  # -q: (g~ - h_{t-1}) g f' (1 - f')
-        torch.mul(q, torch.expm1(lf), out=d_pre[..., :H])  # q (1 - f), 1 - f = -expm1(log f)
-        torch.mul(q, torch.expm1(li).neg_(), out=d_pre[..., H:2 * H])
-        torch.mul(g.mul_(one_minus_a), _pos_grad(s, r), out=d_pre[..., 2 * H:])
+        p = _minus_prev(out, out, h0).mul_(g).mul_(a)  # g f' dh
+        torch.mul(p, torch.expm1(lf), out=d_pre[..., :H])  # -p (1 - f), 1 - f = -expm1(log f)
+        torch.mul(p, torch.expm1(li).neg_(), out=d_pre[..., H:2 * H])  # p (1 - i)
+        torch.mul(g.mul_(1 - a), _pos_grad(s, r), out=d_pre[..., 2 * H:])
         return d_pre, d_h0, None
 
 
