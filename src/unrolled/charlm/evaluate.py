@@ -39,7 +39,8 @@ def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
             if limit is not None and count // B >= limit:
                 break
             logits, state = model(x, state)  # (B, t, V)
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+            wide = torch.promote_types(logits.dtype, torch.float32)  # half precision scored in float32
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(wide), y.reshape(-1),
                                      reduction="sum").item()
             count += y.numel()
     finally:
@@ -67,8 +68,15 @@ def evaluate(model, text: str | bytes, batch_size: int = 16, seq_len: int = 256,
     """
     if batch_size <= 0 or seq_len <= 0:
         raise UserError("--batch-size and --seq-len must be positive integers")
+    tokens = encode_for(model, text, unknown, replacement, what)
+    nats, count = evaluate_tokens(model, tokens, batch_size, seq_len)
+    return summarize(nats, count)
+
+
+def encode_for(model, text: str | bytes, unknown: str = "error", replacement: str | None = None,
+               what: str = "the text"):
+    """`text` as the model's tokens, refusing a text with nothing to predict."""
     ids = model.vocab.encode(text, unknown=unknown, replacement=replacement, what=what)
     if len(ids) < 2:
         raise UserError(f"{what} has fewer than two characters; there is nothing to predict")
-    nats, count = evaluate_tokens(model, to_tokens(ids, len(model.vocab)), batch_size, seq_len)
-    return summarize(nats, count)
+    return to_tokens(ids, len(model.vocab))

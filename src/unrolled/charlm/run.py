@@ -61,6 +61,7 @@ def open_run(path: str | os.PathLike, device: str | torch.device = "cpu", prefer
         raise UserError(f"checkpoint {ckpt.path} does not describe a model this unrolled can build ({detail})") from None
     model.checkpoint_path = ckpt.path
     model.train_config = config.train
+    model.data_config = config.data  # how its corpus was split (eval --split)
     return OpenRun(ckpt.path, config, vocab, record, model.to(device).eval())
 
 

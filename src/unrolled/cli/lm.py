@@ -16,13 +16,14 @@ from pathlib import Path
 
 from unrolled import threads
 from unrolled.charlm import config as C
+from unrolled.charlm import dynamic
 from unrolled.charlm.demo import demo
 from unrolled.charlm.device import pick_device
 from unrolled.charlm.evaluate import evaluate
 from unrolled.charlm.plot import plot
 from unrolled.charlm.run import describe, load
 from unrolled.charlm.sample import check_options, sample
-from unrolled.charlm.text import UNKNOWN_POLICIES, read_file, resolve_paths
+from unrolled.charlm.text import UNKNOWN_POLICIES, read_file, resolve_paths, split_bounds
 from unrolled.charlm.trainer import train
 from unrolled.errors import UserError
 
@@ -159,19 +160,36 @@ def add_eval(sub) -> None:
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint directory")
     p.add_argument("files", nargs="+", metavar="FILE", help="text files, directories or globs; each is scored")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=16, help="parallel streams (default 16; 1 scores every character)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="parallel streams (default 16, or 1 with --dynamic; 1 scores every character)")
     p.add_argument("--seq-len", type=int, default=256, help="characters per forward window (default 256)")
     p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
                    help="characters the model never saw: error (default), skip them, or replace them")
+    p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                   help="score only this part of each file, cut by position with the checkpoint's "
+                        "fractions as training cut its text (default: all of it)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="dynamic evaluation (Krause et al. 2018): learn from each segment after scoring "
+                        "it; also prints the same reading without it")
+    p.add_argument("--dynamic-segment", type=int, default=dynamic.DEFAULT_SEGMENT,
+                   help=f"with --dynamic: characters per update (default {dynamic.DEFAULT_SEGMENT})")
+    p.add_argument("--dynamic-lr", type=float, default=dynamic.DEFAULT_LR,
+                   help=f"with --dynamic: SGD step on the segment's mean loss (default {dynamic.DEFAULT_LR})")
+    p.add_argument("--dynamic-decay", type=float, default=dynamic.DEFAULT_DECAY,
+                   help=f"with --dynamic: pull toward the trained weights per update (default {dynamic.DEFAULT_DECAY})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
     threads.add_flag(p)
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args) -> int:
+    if args.batch_size is None:
+        args.batch_size = 1 if args.dynamic else 16
     for flag, value in (("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
         if value <= 0:
             raise UserError(f"{flag} must be a positive integer, got {value}")
+    if args.dynamic:
+        dynamic.check_dynamic(args.dynamic_segment, args.dynamic_lr, args.dynamic_decay)
     threads.use(args.threads)
     model = load(args.checkpoint, device=pick_device(args.device))
     rows = []
@@ -179,9 +197,15 @@ def run_eval(args) -> int:
         text = read_file(f, byte_level=model.vocab.byte_level, suggest_byte_level=False)
         if len(text) == 0:
             raise UserError(f"{f} is empty; give a file with some text in it")
-        r = evaluate(model, text, batch_size=args.batch_size, seq_len=args.seq_len, unknown=args.unknown,
-                     what=str(f))
-        rows.append({"file": str(f), **r})
+        text, what = _part(model, text, args.split, f)
+        if args.dynamic:
+            r = dynamic.evaluate_dynamic(model, text, batch_size=args.batch_size, segment=args.dynamic_segment,
+                                         lr=args.dynamic_lr, decay=args.dynamic_decay, unknown=args.unknown,
+                                         what=what)
+        else:
+            r = evaluate(model, text, batch_size=args.batch_size, seq_len=args.seq_len, unknown=args.unknown,
+                         what=what)
+        rows.append({"file": str(f), "split": args.split, **r})
     if len(rows) > 1:  # the files together: nats per character weighted by each file's characters
         chars = sum(r["chars"] for r in rows)
         nats = sum(r["nats_per_char"] * r["chars"] for r in rows) / chars
@@ -191,10 +215,27 @@ def run_eval(args) -> int:
         print(json.dumps({"checkpoint": str(model.checkpoint_path), "results": rows}, indent=1))
         return 0
     width = max(len(r["file"]) for r in rows)
-    print(f"{'file':<{width}}  {'chars':>10}  {'bits/char':>9}  {'perplexity':>10}")
+    extra = f"  {'static':>9}  {'gain':>7}" if args.dynamic else ""
+    print(f"{'file':<{width}}  {'chars':>10}  {'bits/char':>9}  {'perplexity':>10}{extra}")
     for r in rows:
-        print(f"{r['file']:<{width}}  {r['chars']:>10,}  {r['bits_per_char']:>9.4f}  {r['perplexity']:>10.3f}")
+        extra = (f"  {r['static_bits_per_char']:>9.4f}  {r['gain_bits_per_char']:>7.4f}"
+                 if "gain_bits_per_char" in r else "")
+        print(f"{r['file']:<{width}}  {r['chars']:>10,}  {r['bits_per_char']:>9.4f}  {r['perplexity']:>10.3f}{extra}")
     return 0
+
+
+def _part(model, text, split: str, path) -> tuple:
+    """The --split part of a file's text, cut as training cut its corpus, and its name for messages."""
+    if split == "all":
+        return text, str(path)
+    data = model.data_config
+    val, test = data.val_fraction, data.test_fraction
+    a, b = split_bounds(len(text), (1 - val - test, val, test))
+    part = {"train": text[:a], "val": text[a:b], "test": text[b:]}[split]
+    if len(part) < 2:
+        raise UserError(f"the {split} part of {path} has fewer than two characters; "
+                        "give a longer file or --split all")
+    return part, f"the {split} part of {path}"
 
 
 # --- inspect ------------------------------------------------------------------------------------
