@@ -268,3 +268,17 @@ def test_viewer_api_on_a_mingru(tmp_path):
     assert (values > 0).all() and h["range"][1] >= values.max() - 1e-4  # h > 0, unbounded: its own range
     gates = client.get(f"/api/saturation?text={tid}").json()["gates"]
     assert {(g["gate"], g["layer"]) for g in gates} == {("z", 0), ("z", 1)}
+
+
+def test_forget_bias_starts_the_minlstm_remembering():
+    vocab, f_mean = Vocabulary(list("abcdefg")), {}
+    for bias in (0.0, 3.0):
+        torch.manual_seed(0)
+        model = CharLM(vocab, unrolled.charlm.config.ModelConfig(cell="minlstm", hidden_size=H, num_layers=2,
+                                                                 forget_bias=bias))
+        for k in range(2):
+            b = model.rnn.layer_weights(k)[1]
+            assert (b[:H] == 3.0).all() == (bias == 3.0) and not (b[H:] == 3.0).any()  # the f rows only
+        _, _, trace = model.rnn.readable(model.embed(torch.arange(7)[None]), record=True)
+        f_mean[bias] = trace[0]["f"].mean().item()
+    assert f_mean[3.0] > f_mean[0.0] + 0.1  # f' = f / (f + i): the cell starts nearer to keeping its state

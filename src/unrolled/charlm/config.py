@@ -54,7 +54,7 @@ class ModelConfig:
     num_layers: int = 2  # L: stacked recurrent layers
     dropout: float = 0.0  # dropout between recurrent layers (never after the last, as torch.nn)
     embedding_size: int = 64  # input encoding: a learned embedding this wide, or 0 for one-hot
-    forget_bias: float = 0.0  # LSTM only: initial forget-gate bias; 1 makes the cell start by remembering (Gers et al. 2000)
+    forget_bias: float = 0.0  # LSTM and MinLSTM only: initial forget-gate bias; 1 makes the cell start by remembering (Gers et al. 2000)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from unrolled.charlm.config import ModelConfig
 from unrolled.kernels import RecurrentStep
-from unrolled.minimal import LAYERS as MINIMAL_LAYERS
+from unrolled.minimal import LAYERS as MINIMAL_LAYERS, MinLSTM
 from unrolled.recurrent import LAYERS, LSTM
 from unrolled.charlm.text import Vocabulary
 
@@ -37,6 +37,10 @@ class CharLM(nn.Module):
         self.head = nn.Linear(config.hidden_size, V)
         if isinstance(self.rnn, LSTM) and config.forget_bias:
             self._set_forget_bias(config.forget_bias)
+        if isinstance(self.rnn, MinLSTM) and config.forget_bias:
+            with torch.no_grad():  # f's rows come first (f, i, g): f' = f / (f + i) starts above 1/2
+                for k in range(self.rnn.num_layers):
+                    self.rnn.layer_weights(k)[1][:config.hidden_size].fill_(config.forget_bias)
 
     def _set_forget_bias(self, value: float) -> None:
         # The forget gate's rows are the second quarter (i, f, g, o). Only bias_ih gets the value
