@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from unrolled.charlm.clamp import ClampedStepper
 from unrolled.errors import UserError
 
 MAX_SEED = 2**63 - 1  # the seeds torch.Generator takes, as for training
@@ -77,8 +78,9 @@ def choose(logits: torch.Tensor, temperature: float, argmax: bool, top_k, top_p,
 @torch.no_grad()
 def generate(model, length: int = 500, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, argmax: bool = False, prime: str | bytes = "",
-             seed: int | None = None, num_samples: int = 1) -> Iterator[torch.Tensor]:
-    """Yield the next symbols (num_samples,) one step at a time, `length` times."""
+             seed: int | None = None, num_samples: int = 1, clamps=()) -> Iterator[torch.Tensor]:
+    """Yield the next symbols (num_samples,) one step at a time, `length` times. `clamps`
+    [(clamp.Unit, value), ...] holds those units at every step, the prime's too (charlm/clamp.py)."""
     check_options(length, temperature, top_k, top_p, num_samples, seed)
     vocab = model.vocab
     device = next(model.parameters()).device
@@ -92,9 +94,15 @@ def generate(model, length: int = 500, temperature: float = 1.0, top_k: int | No
     model.eval()
     try:
         x = torch.tensor(ids, device=device).unsqueeze(0).expand(num_samples, -1)  # (N, P)
-        logits, state = model(x)  # (N, P, V): the prime in one fused pass
-        last = logits[:, -1]  # (N, V)
-        stepper = model.stepper(num_samples, state)  # then one character at a time (CharLM.stepper)
+        if clamps:  # held units: the prime too is read one character at a time, holding them
+            stepper = ClampedStepper(model, clamps, num_samples)
+            stepper.reset()
+            for j in range(x.shape[1]):
+                last = stepper.logits(x[:, j])  # (N, V)
+        else:
+            logits, state = model(x)  # (N, P, V): the prime in one fused pass
+            last = logits[:, -1]  # (N, V)
+            stepper = model.stepper(num_samples, state)  # then one character at a time (CharLM.stepper)
         for _ in range(length):
             nxt = choose(last, temperature, argmax, top_k, top_p, generator)  # (N,)
             yield nxt
@@ -106,11 +114,12 @@ def generate(model, length: int = 500, temperature: float = 1.0, top_k: int | No
 def sample(model, length: int = 500, temperature: float = 1.0, top_k: int | None = None,
            top_p: float | None = None, argmax: bool = False, prime: str | bytes = "",
            seed: int | None = None, num_samples: int = 1, include_prime: bool = True,
-           stream: Callable[[str], None] | None = None):
+           stream: Callable[[str], None] | None = None, clamps=()):
     """Sample text from a CharLM: `prime` followed by `length` new characters.
 
     Returns a str (a list of num_samples str when num_samples > 1). `stream(text)` is called with
     each new piece of the first sample as soon as it exists (the prime first, when included).
+    `clamps` [(clamp.Unit, value), ...] holds units while generating (see `generate`).
     """
     check_options(length, temperature, top_k, top_p, num_samples, seed)
     if len(prime):  # a prime the model cannot read is refused before anything is printed
@@ -123,7 +132,7 @@ def sample(model, length: int = 500, temperature: float = 1.0, top_k: int | None
     if stream is not None and include_prime and prime_text:
         stream(prime_text)
     rows: list[list[int]] = [[] for _ in range(num_samples)]
-    for nxt in generate(model, length, temperature, top_k, top_p, argmax, prime, seed, num_samples):
+    for nxt in generate(model, length, temperature, top_k, top_p, argmax, prime, seed, num_samples, clamps):
         values = nxt.tolist()
         for row, v in zip(rows, values):
             row.append(v)

@@ -17,6 +17,7 @@ from pathlib import Path
 from unrolled import threads
 from unrolled.charlm import config as C
 from unrolled.charlm import dynamic
+from unrolled.charlm.clamp import parse_clamp
 from unrolled.charlm.demo import demo
 from unrolled.charlm.device import pick_device
 from unrolled.charlm.evaluate import evaluate
@@ -121,6 +122,9 @@ def add_sample(sub) -> None:
                    help="characters of the prime the model never saw: error (default), skip them, or replace them "
                         "with a space")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, auto")
+    p.add_argument("--clamp", action="append", default=None, metavar="UNIT=VALUE",
+                   help="hold a unit at a value while writing, named as `unrolled cells` names it "
+                        "(h1:12, c1:97=3); repeatable (docs/understanding.md)")
     threads.add_flag(p)
     p.set_defaults(func=run_sample)
 
@@ -138,11 +142,13 @@ def run_sample(args) -> int:
     # the prime in the model's symbols, checked before anything is printed
     prime = model.vocab.decode(model.vocab.encode(prime, unknown=args.unknown,
                                                   what="--prime-file" if args.prime_file else "--prime"))
+    clamps = [parse_clamp(c, model.rnn) for c in args.clamp or []]
     if seed is None and not args.argmax:
         seed = random.SystemRandom().randrange(2**31)
         print(f"seed: {seed}", file=sys.stderr)
     options = dict(length=args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   argmax=args.argmax, prime=prime, seed=seed, num_samples=args.num_samples)
+                   argmax=args.argmax, prime=prime, seed=seed, num_samples=args.num_samples,
+                   clamps=clamps)
     if args.num_samples == 1:
         sample(model, **options, stream=_print_stream)
         _print_stream("\n")
