@@ -18,6 +18,7 @@ from unrolled.charlm.model import CharLM
 from unrolled.charlm.text import Vocabulary
 from unrolled.cli import main
 from unrolled.minimal import MinimalLoop, coefficients, log_pos, pos, scan_log
+from unrolled.understand import record
 from test_train import tiny_text
 
 LAYERS = [unrolled.MinGRU, unrolled.MinLSTM]
@@ -282,3 +283,25 @@ def test_forget_bias_starts_the_minlstm_remembering():
         _, _, trace = model.rnn.readable(model.embed(torch.arange(7)[None]), record=True)
         f_mean[bias] = trace[0]["f"].mean().item()
     assert f_mean[3.0] > f_mean[0.0] + 0.1  # f' = f / (f + i): the cell starts nearer to keeping its state
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_recording_with_parallel_streams_equals_the_plain_loop(cell):
+    """unrolled.understand.record (streams advancing a window at a time, each warmed up on the
+    characters before it) holds what the readable loop gives reading the text from there."""
+    text = tiny_text(3)
+    torch.manual_seed(8)
+    model = CharLM(Vocabulary(sorted(set(text))), unrolled.charlm.config.ModelConfig(
+        cell=cell, hidden_size=H, num_layers=2, embedding_size=4)).double()
+    keep = np.array([0, 5, 40, 41, len(text) - 1])
+    rec = record(model, text, streams=3, window=4, warmup=5, positions=keep)
+    Ls = rec.meta["stream_length"]
+    for k, p in enumerate(keep):
+        s = p // Ls
+        start = max(0, s * Ls - 5) if s else 0
+        ids = torch.tensor([model.vocab.encode(text[start:p + 1])])
+        _, _, trace = model.rnn.readable(model.embed(ids), None, record=True)
+        for layer in range(2):
+            for key in CELLS[cell].state_keys:
+                np.testing.assert_allclose(rec.states[f"{key}{layer}"][k], trace[layer][key][0, -1].detach().numpy(),
+                                           atol=1e-6)

@@ -221,7 +221,7 @@ def _recordable(rnn, keys) -> tuple[CellFacts, tuple[str, ...]]:
     try:
         cell = facts(rnn)
     except ValueError:
-        raise UserError(f"cannot record a {type(rnn).__name__}; record works on RNN, LSTM and GRU") from None
+        raise UserError(f"cannot record a {type(rnn).__name__}; record works on RNN, LSTM, GRU, MinGRU and MinLSTM") from None
     if getattr(rnn, "bidirectional", False):
         raise UserError("a bidirectional model reads the future; record needs a left-to-right model")
     keys = tuple(cell.state_keys if keys is None else keys)
