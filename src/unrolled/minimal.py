@@ -23,18 +23,20 @@ the whole window can be computed at once. Three paths, equal to 1e-10 in float64
   A_t = sum_{s<=t} log a_s, h_t = e^{A_t} h_0 + exp(A_t + logcumsumexp_{s<=t}(log b_s - A_s)),
   log a and log b computed straight from the pre-activations (softplus), so no gate underflows;
   the carried h_0 enters outside the logarithm, so any state (of either sign) may be given;
-* **loop** (`how="loop"`): one fused multiply-add a_t * h + b_t per step in a loop over t, with a
-  hand-written backward (the same loop run backwards in time) instead of a graph of T nodes.
+* **loop** (`how="loop"`, `MinimalLoop`): the gates of every step at once, then one torch.lerp a
+  step (h + z (n - h), a multiply-add) in a loop over t, with a hand-written backward (the same
+  recurrence run backwards in time) instead of a graph of T nodes.
 
 `path="auto"` (the default) takes the loop on the CPU and the scan elsewhere: on this project's
-CPU the loop measured faster at every shape `benchmarks/minimal.py` tries (docs/performance.md), as
-the scan does several passes of exp/log over (T, B, H) where the loop does one multiply-add, and
-a CPU has too few cores for the scan's parallelism over T to pay; a GPU is the other way round.
+CPU the loop measured 3-7x faster than the scan at every shape `benchmarks/minimal.py` tried
+(docs/performance.md), as the scan makes several passes of exp/log over (B, T, H) where the loop
+makes one multiply-add, and two cores have no use for the scan's parallelism over T; that
+parallelism is what the scan is for on a GPU (not measured here).
 
-Stacking: layer l's linear maps read layer l-1's output h^{l-1}_t (x_t for l = 0), with dropout
-between layers as torch.nn's layers have: the per-layer projections are the only mixing between
-units, as in the paper's stacked minimal RNNs. We add no normalisation, residual or MLP block
-around a layer, so a MinGRU is used (and compared with unrolled.LSTM) layer for layer.
+Stacking, our choice: layer l's linear maps read layer l-1's output h^{l-1}_t (x_t for l = 0),
+with dropout between layers as the other layers have; those per-layer projections are the only
+mixing between units. We add no normalisation, residual or MLP block around a layer, so a MinGRU
+is used, and compared with unrolled.LSTM, layer for layer.
 
 Parameters, per layer k: weight_ih_l{k} (G*H, D_k) and bias_ih_l{k} (G*H,), gate rows stacked
 z, n (minGRU, G = 2) or f, i, g (minLSTM, G = 3), every one U(-1/sqrt(H), 1/sqrt(H)) as the
