@@ -22,10 +22,8 @@ batch_size=1 is the strict reading order and the default.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from unrolled.charlm.evaluate import encode_for, evaluate_tokens, summarize
-from unrolled.charlm.text import TokenStreams
+from unrolled.charlm.evaluate import encode_for, evaluate_tokens, reading, summarize, window_nats
 from unrolled.errors import UserError
 
 DEFAULT_SEGMENT = 50   # characters per update (per stream)
@@ -53,11 +51,9 @@ def dynamic_evaluate_tokens(model, tokens, batch_size: int = 1, segment: int = D
     segment's summed -ln p as it is scored.
     """
     check_dynamic(segment, lr, decay)
-    n = len(tokens)
-    if n < 2:
+    streams = reading(tokens, batch_size, segment)
+    if streams is None:
         return 0.0, 0
-    B = max(1, min(batch_size, n - 1))
-    streams = TokenStreams(tokens, B, segment)
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     trained = [p.detach().clone() for p in params]
@@ -71,10 +67,7 @@ def dynamic_evaluate_tokens(model, tokens, batch_size: int = 1, segment: int = D
             x, y = w.x.to(device), w.y.to(device)
             state = _detach(state)
             with torch.enable_grad():
-                logits, state = model(x, state)
-                wide = torch.promote_types(logits.dtype, torch.float32)  # half precision scored in float32
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(wide), y.reshape(-1),
-                                       reduction="sum")
+                loss, state = window_nats(model, x, y, state)
                 grads = torch.autograd.grad(loss, params)
             total += loss.item()
             if per_segment is not None:

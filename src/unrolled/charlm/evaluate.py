@@ -19,15 +19,27 @@ from unrolled.errors import UserError
 from unrolled.charlm.text import TokenStreams, to_tokens
 
 
+def reading(tokens, batch_size: int, seq_len: int) -> TokenStreams | None:
+    """`tokens` as at most `batch_size` streams read in windows of `seq_len`; None if nothing to predict."""
+    n = len(tokens)
+    return TokenStreams(tokens, max(1, min(batch_size, n - 1)), seq_len) if n >= 2 else None
+
+
+def window_nats(model, x, y, state):
+    """-> (the summed -ln p of a window's targets, as a tensor; the state after it)."""
+    logits, state = model(x, state)  # (B, t, V)
+    wide = torch.promote_types(logits.dtype, torch.float32)  # half precision scored in float32
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(wide), y.reshape(-1), reduction="sum"), state
+
+
 @torch.no_grad()
 def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
                     max_chars: int | None = None) -> tuple[float, int]:
     """-> (sum of -ln p over the predicted symbols, how many). `tokens` is any array-like."""
-    n = len(tokens)
-    if n < 2:
+    streams = reading(tokens, batch_size, seq_len)
+    if streams is None:
         return 0.0, 0
-    B = max(1, min(batch_size, n - 1))
-    streams = TokenStreams(tokens, B, seq_len)
+    B = streams.batch_size
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -38,10 +50,8 @@ def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
             x, y = w.x.to(device), w.y.to(device)  # (B, t)
             if limit is not None and count // B >= limit:
                 break
-            logits, state = model(x, state)  # (B, t, V)
-            wide = torch.promote_types(logits.dtype, torch.float32)  # half precision scored in float32
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(wide), y.reshape(-1),
-                                     reduction="sum").item()
+            nats, state = window_nats(model, x, y, state)
+            total += nats.item()
             count += y.numel()
     finally:
         model.train(was_training)
