@@ -33,11 +33,10 @@ def check_save_arguments(args) -> None:
         raise UserError("--load needs --predict FILE: a loaded model is only used to predict")
     if args.load and args.save:
         raise UserError("give --load DIR to use a saved model or --save DIR to train one, not both")
-    if args.save:
-        path = pathlib.Path(args.save)
-        if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (path / "state.json").exists()):
-            raise UserError(f"{path} exists and is not a saved model; give --save a new folder "
-                            "(or one an earlier --save wrote)")
+    why = store.replace_refusal(args.save) if args.save else None  # the store's own rule, before training
+    if why is not None:
+        raise UserError(f"--save {args.save} exists and is not a saved model (it {why}); give --save a new "
+                        "folder (or one an earlier --save wrote)")
     if args.predict:
         read_lines(args.predict)  # a bad file is named before any training
 

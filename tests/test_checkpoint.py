@@ -1,6 +1,7 @@
 """Checkpoints: round trips, atomic writes, damaged or foreign checkpoints, no pickle."""
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -93,6 +94,35 @@ def test_overwrite_is_atomic_and_leaves_nothing_behind(tmp_path, monkeypatch):
     write(tmp_path / "ck", m, step_marker="new")
     assert json.loads((tmp_path / "ck" / "state.json").read_text())["step_marker"] == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_save_refuses_a_folder_it_did_not_write_and_replaces_its_own(tmp_path):
+    m = make_model()
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me", encoding="utf-8")
+    (mine / "sub" / "model.safetensors").write_bytes(b"my own bytes")
+    (tmp_path / "file.txt").write_text("a file", encoding="utf-8")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "state.json").write_text(json.dumps({"format": "something-else"}), encoding="utf-8")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "state.json").write_text('{"format": "unrolled-chec', encoding="utf-8")
+    before = sorted((p.relative_to(tmp_path), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+    for target, why in [(mine, "holds notes.txt, sub and no state.json"), (tmp_path / "file.txt", "is a file"),
+                        (tmp_path / "foreign", "has a state.json that unrolled did not write"),
+                        (tmp_path / "cut", "cannot be read as a checkpoint")]:
+        with pytest.raises(UserError, match=f"will not write a checkpoint to {re.escape(str(target))}: it "
+                                            f"{why}.*move {re.escape(str(target))} away or give another path"):
+            write(target, m)
+    after = sorted((p.relative_to(tmp_path), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+    assert after == before  # every file as it was, and no temporary or set-aside folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "file.txt", "foreign", "mine"]
+
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "empty", m, step_marker="into an empty folder")
+    write(tmp_path / "empty", m, step_marker="replaced")  # a checkpoint the store wrote is replaced
+    assert store.read(tmp_path / "empty").state["step_marker"] == "replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "empty", "file.txt", "foreign", "mine"]
 
 
 def test_missing_truncated_or_foreign_checkpoints(tmp_path):

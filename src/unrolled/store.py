@@ -12,8 +12,10 @@ A checkpoint is a directory (a run keeps two: RUN/best/ by validation, RUN/last/
                            record the caller gives (for a training run: charlm/state.py's RunRecord)
 
 It is written into a temporary directory beside the target (every file fsynced) and renamed into
-place, so a reader never sees half a checkpoint. Replacing one takes two renames (old aside, new
-in); a process killed between them leaves the old one in `.NAME.old-*/NAME`, which `resolve`
+place, so a reader never sees half a checkpoint. Only an empty folder or a checkpoint the store
+wrote (a state.json of this format) is replaced; any other file or folder at the target is a
+user's, refused with a UserError and left untouched. Replacing one takes two renames (old aside,
+new in); a process killed between them leaves the old one in `.NAME.old-*/NAME`, which `resolve`
 reads until the next save tidies it away. A write that fails (disk full, no permission) raises a
 UserError and leaves the previous checkpoint as it was. Reading takes safetensors and JSON only
 (never `torch.load`, never pickle), checks sizes and checksums before parsing, always onto the
@@ -104,16 +106,48 @@ def _leftovers(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.tmp-*")) + sorted(path.parent.glob(f".{path.name}.old-*"))
 
 
+def replace_refusal(path: str | os.PathLike) -> str | None:
+    """Why `save` must not write to `path`, as a phrase ("holds notes.txt, ..."), or None when it
+    may: `path` does not exist, is an empty folder, or is a checkpoint folder the store wrote (its
+    state.json has this format). Anything else is a user's file or folder and is refused, a
+    checkpoint whose state.json is truncated too (the user moves or deletes it). A checkpoint is
+    replaced whole: a file a user added inside one goes with it."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            return None
+        if not path.is_dir():
+            return "is a file"
+        names = sorted(entry.name for entry in path.iterdir())
+        if not names:
+            return None
+        if "state.json" not in names:
+            return f"holds {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} and no state.json"
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"cannot be read as a checkpoint ({getattr(e, 'strerror', None) or e})"
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return f"has a state.json that unrolled did not write (no format {FORMAT!r})"
+    return None
+
+
 def save(path: str | os.PathLike, record: dict, model: dict[str, torch.Tensor],
          optimizer: dict[str, torch.Tensor] | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint directory atomically: into a temporary directory, then renamed.
     `record` (JSON-able) goes into state.json inside the envelope; `model`, `optimizer` and
     `tensors` into the three tensor files.
 
-    A failed write (OSError: disk full, permission denied, ...) becomes a UserError naming the
-    checkpoint, and the checkpoint that was at `path` is left as it was.
+    `path` may be new, an empty folder, or a checkpoint the store wrote, which is replaced; any
+    other file or folder there (see `replace_refusal`) is a UserError and is left untouched, so a
+    user's folder is never moved aside and deleted. A failed write (OSError: disk full,
+    permission denied, ...) becomes a UserError naming the checkpoint, and the checkpoint that
+    was at `path` is left as it was.
     """
     path = Path(path)
+    why = replace_refusal(path)
+    if why is not None:
+        raise UserError(f"will not write a checkpoint to {path}: it {why}; the store replaces only an empty "
+                        f"folder or a checkpoint it wrote, so move {path} away or give another path")
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
