@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import unrolled
+from quality_setup import CORPORA, add_run_arguments, start
 
-REPO = Path(__file__).resolve().parents[1]
-CORPORA = {"shakespeare": "shakespeare/works.txt", "linux": "linux/kernel.txt"}
 CELLS = ("lstm", "mingru", "minlstm")
 
 
@@ -51,31 +47,16 @@ def train_one(cell: str, path: Path, minutes: float, args) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
-                    help="folder holding shakespeare/works.txt and linux/kernel.txt (default ../shared/data)")
-    ap.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    add_run_arguments(ap)
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     ap.add_argument("--minutes", nargs="+", type=float, default=[10.0, 60.0],
                     help="training budgets per cell per corpus (default 10 60)")
-    ap.add_argument("--hidden-size", type=int, default=256)
-    ap.add_argument("--num-layers", type=int, default=2)
-    ap.add_argument("--embedding-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for the whole run (default: torch's)")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = Path(args.data)
-    missing = [c for c in args.corpora if not (data / CORPORA[c]).exists()]
-    if missing:
-        print(f"minimal_quality: {', '.join(CORPORA[c] for c in missing)} not found under {data}; nothing measured",
-              file=sys.stderr)
+    started = start(args, "minimal_quality")
+    if started is None:
         return {}
-    result = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                          "torch": torch.__version__, "python": platform.python_version()},
-              "settings": {k: v for k, v in vars(args).items() if k != "data"}, "runs": []}
+    data, result = started
+    result["runs"] = []
     turn = 0
     for minutes in args.minutes:
         for corpus in args.corpora:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shutil
 import sys
 import tempfile
@@ -42,9 +41,7 @@ from torch import nn
 import unrolled
 from unrolled.charlm.evaluate import evaluate_tokens
 from unrolled.charlm.text import Vocabulary, read_corpus, split, to_tokens
-
-REPO = Path(__file__).resolve().parents[1]
-CORPORA = {"shakespeare": "shakespeare/works.txt", "linux": "linux/kernel.txt"}
+from quality_setup import CORPORA, add_run_arguments, start
 
 
 class PlainLM(nn.Module):
@@ -135,29 +132,14 @@ def run_corpus(name: str, path: Path, args, order: list[str]) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
-                    help="folder holding shakespeare/works.txt and linux/kernel.txt (default ../shared/data)")
-    ap.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    add_run_arguments(ap)
     ap.add_argument("--minutes", type=float, default=2.0, help="training budget per contender per corpus")
-    ap.add_argument("--hidden-size", type=int, default=256)
-    ap.add_argument("--num-layers", type=int, default=2)
-    ap.add_argument("--embedding-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for the whole run (default: torch's)")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = Path(args.data)
-    missing = [c for c in args.corpora if not (data / CORPORA[c]).exists()]
-    if missing:
-        print(f"quality: {', '.join(CORPORA[c] for c in missing)} not found under {data}; nothing measured",
-              file=sys.stderr)
+    started = start(args, "quality")
+    if started is None:
         return {}
-    result = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                          "torch": torch.__version__, "python": platform.python_version()},
-              "settings": {k: v for k, v in vars(args).items() if k != "data"}, "corpora": {}}
+    data, result = started
+    result["corpora"] = {}
     for i, c in enumerate(args.corpora):
         order = ["unrolled", "plain"] if i % 2 == 0 else ["plain", "unrolled"]  # interleaved, alternating
         result["corpora"][c] = run_corpus(c, data / CORPORA[c], args, order)
