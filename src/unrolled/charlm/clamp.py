@@ -65,16 +65,16 @@ def parse_unit(name: str, rnn, flag: str = "--unit") -> Unit:
     return Unit(key, layer, index)
 
 
-def parse_clamp(spec: str, rnn) -> tuple[Unit, float]:
-    """"c1:97=3" -> (the unit, 3.0), or a UserError naming --clamp."""
+def parse_clamp(spec: str, rnn, flag: str = "--clamp") -> tuple[Unit, float]:
+    """"c1:97=3" -> (the unit, 3.0), or a UserError naming `flag`."""
     name, eq, value = str(spec).partition("=")
     try:
         v = float(value)
     except ValueError:
         v = float("nan")
     if not eq or v != v or abs(v) == float("inf"):
-        raise UserError(f"--clamp {spec!r} must be UNIT=VALUE with a finite number, like c1:97=3")
-    return parse_unit(name, rnn, "--clamp"), v
+        raise UserError(f"{flag} {spec!r} must be UNIT=VALUE with a finite number, like c1:97=3")
+    return parse_unit(name, rnn, flag), v
 
 
 def check_layer(rnn) -> None:

@@ -1,7 +1,7 @@
 """The viewer's HTTP app (Starlette): the page, its static files, and the JSON API under it.
 
-Every route only parses its input and calls an `Explorer` method in a worker thread; the
-Explorer does the work. Errors are JSON `{"error": "<one sentence>"}` with a 4xx status:
+Every route only parses its input and calls an `Explorer` method (or, for the evidence panels,
+a function of `web/evidence.py` over the Explorer) in a worker thread; they do the work. Errors are JSON `{"error": "<one sentence>"}` with a 4xx status:
 
     400  a parameter or body that is wrong (not JSON, wrong type, out of range, unknown kind)
     404  a text id, file, layer, unit or route that does not exist
@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from unrolled.errors import UserError
+from unrolled.web import evidence
 from unrolled.web.explorer import MAX_SAMPLE, Explorer, NotFound, TooLarge
 from unrolled.web.sampling import sample_pieces
 
@@ -127,7 +128,8 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> St
     requests for other Host names, which stops a web page elsewhere from reaching this server
     through a DNS name rebound to 127.0.0.1; None allows any."""
     body_limit = explorer.max_chars * 4 + MAX_BODY_EXTRA  # UTF-8 needs up to 4 bytes a character
-    routes = page_routes() + text_routes(explorer, body_limit) + unit_routes(explorer) + sample_routes(explorer)
+    routes = (page_routes() + text_routes(explorer, body_limit) + unit_routes(explorer) + sample_routes(explorer)
+              + evidence_routes(explorer))
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={UserError: user_error, HTTPException: http_error, Exception: server_error})
@@ -233,9 +235,10 @@ def sample_routes(explorer: Explorer) -> list[Route]:
     async def sample(request: Request):
         top_k = query_int(request, "top_k", None)
         seed = query_int(request, "seed", None)
+        held = evidence.clamps(explorer, request.query_params.getlist("clamp"))  # ?clamp=c1:97=3&clamp=...
         pieces = await run_in_threadpool(
             sample_pieces, explorer.model, query_str(request, "prime", ""), query_int(request, "length", 200),
-            query_float(request, "temperature", 1.0), top_k, seed, MAX_SAMPLE)
+            query_float(request, "temperature", 1.0), top_k, seed, MAX_SAMPLE, held)
 
         async def events():
             n = 0
@@ -250,6 +253,20 @@ def sample_routes(explorer: Explorer) -> list[Route]:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return [Route("/api/sample", sample)]
+
+
+def evidence_routes(explorer: Explorer) -> list[Route]:
+    """The evidence panels: the attributions of one prediction, a linear probe with its control."""
+
+    async def attribute(request: Request):
+        args = (query_str(request, "text"), query_int(request, "at"), query_int(request, "window", 100))
+        return JSONResponse(await run_in_threadpool(evidence.attribution, explorer, *args))
+
+    async def probe(request: Request):
+        args = (query_str(request, "text"), query_str(request, "feature"), query_int(request, "layer", None))
+        return JSONResponse(await run_in_threadpool(evidence.probe, explorer, *args))
+
+    return [Route("/api/attribute", attribute), Route("/api/probe", probe)]
 
 
 # --- errors as one JSON sentence -------------------------------------------------------------------

@@ -14,8 +14,10 @@ from unrolled.charlm.sample import check_options, generate
 
 
 def sample_pieces(model, prime: str = "", length: int = 200, temperature: float = 1.0,
-                  top_k: int | None = None, seed: int | None = None, max_length: int = 5_000) -> Iterator[str]:
-    """An iterator of text pieces (usually one character each) continuing `prime`."""
+                  top_k: int | None = None, seed: int | None = None, max_length: int = 5_000,
+                  clamps=()) -> Iterator[str]:
+    """An iterator of text pieces (usually one character each) continuing `prime`, with the units
+    `clamps` [(clamp.Unit, value), ...] held at every step."""
     if not isinstance(prime, str):
         raise UserError("prime must be a string of text")
     if isinstance(length, int) and not isinstance(length, bool) and length > max_length:
@@ -26,12 +28,13 @@ def sample_pieces(model, prime: str = "", length: int = 200, temperature: float 
     if prime:
         model.vocab.encode(prime, unknown="error", what="the prime",  # names characters never seen
                            hint="remove them from the prime")
-    return _pieces(model, prime, length, temperature, top_k, seed)
+    return _pieces(model, prime, length, temperature, top_k, seed, clamps)
 
 
-def _pieces(model, prime, length, temperature, top_k, seed) -> Iterator[str]:
+def _pieces(model, prime, length, temperature, top_k, seed, clamps=()) -> Iterator[str]:
     decoder = model.vocab.decoder()
-    for nxt in generate(model, length=length, temperature=temperature, top_k=top_k, prime=prime, seed=seed):
+    for nxt in generate(model, length=length, temperature=temperature, top_k=top_k, prime=prime, seed=seed,
+                        clamps=clamps):
         piece = decoder([int(nxt[0])])
         if piece:
             yield piece

@@ -258,19 +258,18 @@ async function upload() {
 }
 
 // --- sampling, streamed as server-sent events -------------------------------------------------
-async function sample() {
-  const out = $("sample-out");
+// The sample panel's options, as /api/sample's query (evidence.js adds its clamps to them).
+function sampleParams() {
+  return new URLSearchParams(q({prime: $("prime").value, temperature: $("temperature").value,
+                                length: $("length").value, seed: $("seed").value}));
+}
+
+// Stream /api/sample?params into `out`, the prime first; resolves when the stream ends.
+async function streamSample(out, params, signal) {
   out.textContent = "";
   out.dataset.state = "running";
-  const ctl = new AbortController();
-  state.sampling = ctl;
-  $("sample").disabled = true;
-  $("stop").disabled = false;
-  $("explore-sample").disabled = true;
   try {
-    const params = q({prime: $("prime").value, temperature: $("temperature").value,
-                      length: $("length").value, seed: $("seed").value});
-    const res = await fetch(`/api/sample?${params}`, {signal: ctl.signal});
+    const res = await fetch(`/api/sample?${params}`, {signal});
     if (!res.ok) throw new Error((await res.json()).error);
     out.textContent = $("prime").value;
     const reader = res.body.getReader();
@@ -294,6 +293,18 @@ async function sample() {
   } catch (e) {
     out.dataset.state = "error";
     if (e.name !== "AbortError") throw e;
+  }
+}
+
+async function sample() {
+  const out = $("sample-out");
+  const ctl = new AbortController();
+  state.sampling = ctl;
+  $("sample").disabled = true;
+  $("stop").disabled = false;
+  $("explore-sample").disabled = true;
+  try {
+    await streamSample(out, sampleParams(), ctl.signal);
   } finally {
     state.sampling = null;
     $("sample").disabled = false;
