@@ -1,4 +1,6 @@
+import os
 import pathlib
+import shutil
 
 import pytest
 import torch
@@ -31,3 +33,23 @@ def pytest_sessionstart(session):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium, headless, launched by Playwright; the test is skipped without either
+    (and fails on CI, which installs both)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    exe = shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium is not installed here (apt-get install -y chromium); .ci/run installs it")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -10,8 +10,6 @@ character. The first sampled character's frequencies over 4,000 seeds follow the
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +29,6 @@ from unrolled.export import export_html
 COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
 CHARS = "abcdefgh é\n;{}"  # V = 14
 LINUX_PRIME = "static int probe(struct device *dev)\n{\n\tint err = 0;"  # 51 characters
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 def tiny(cell: str, layers: int, embedding: int, seed: int = 0) -> CharLM:
@@ -43,20 +39,6 @@ def tiny(cell: str, layers: int, embedding: int, seed: int = 0) -> CharLM:
         for p in model.parameters():
             p.mul_(1.5)
     return model.eval()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    playwright = pytest.importorskip("playwright.sync_api")
-    exe = shutil.which("chromium")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed here (apt-get install -y chromium); .ci/run installs it")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @contextlib.contextmanager

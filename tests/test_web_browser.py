@@ -17,35 +17,19 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
-playwright = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")  # the chromium fixture (conftest.py) drives it
 
 from unrolled.charlm.run import load  # noqa: E402
 from unrolled.charlm.sample import sample  # noqa: E402
 from web_model import c_like, serve_process, tiny_run  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    exe = shutil.which("chromium")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed here (apt-get install -y chromium); .ci/run installs it")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 from unrolled.charlm.clamp import parse_clamp  # noqa: E402
 from unrolled.charlm.run import load  # noqa: E402
 from unrolled.charlm.sample import sample  # noqa: E402
-from test_web_browser import api, backgrounds, chromium, colour  # noqa: E402,F401 (chromium: the fixture)
+from test_web_browser import api, backgrounds, colour  # noqa: E402
 from web_model import c_like, serve_process, tiny_run  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -30,7 +30,7 @@ def served(tmp_path_factory):
         yield url, checkpoint
 
 
-def test_evidence_panels_in_chromium(chromium, served):  # noqa: F811 (the fixture imported above)
+def test_evidence_panels_in_chromium(chromium, served):  # chromium: the fixture in conftest.py
     base, checkpoint = served
     info = api(base, "/api/info")
     tid = info["first_text"]
