@@ -3,8 +3,8 @@
 The command line: argument parsing and printing only; every command calls a library function.
 
 Each command is a pair in the module of its family (lm: train, sample, eval, inspect, plot,
-demo; understand: cells, saturation, ngram, match; evidence: intervene, attribute, span, probe;
-tools: hello, prepare, serve, bench; export):
+demo; understand: cells, saturation, ngram, match; evidence: intervene, attribute, span, probe,
+emergence; tools: hello, prepare, serve, bench; export):
 `add_<name>(subparsers)` declares its flags and sets `func` to a function taking the parsed
 namespace. Here is only what every command shares: a `UserError` (or an `OSError` on a user's
 file) ends in one sentence on stderr and exit status 2, never a traceback; a closed pipe exits
@@ -25,6 +25,7 @@ COMMANDS = [tools.add_hello, tools.add_prepare, tools.add_serve, tools.add_bench
             lm.add_train, lm.add_sample, lm.add_eval, lm.add_inspect, lm.add_plot, lm.add_demo,
             understand.add_cells, understand.add_saturation, understand.add_ngram, understand.add_match,
             evidence.add_intervene, evidence.add_attribute, evidence.add_span, evidence.add_probe,
+            evidence.add_emergence,
             export.add_export]
 
 

@@ -1,4 +1,5 @@
-"""`unrolled intervene`, `attribute`, `span` and `probe`: evidence that a network uses what it tracks.
+"""`unrolled intervene`, `attribute`, `span`, `probe` and `emergence`: evidence that a network
+uses what it tracks, and when it learnt to.
 
 Each command reads its flags, loads the model and the text, makes one call into
 `unrolled.understand` (intervene, attribute, probe) and prints the result as a table (or as JSON
@@ -9,7 +10,9 @@ from __future__ import annotations
 from unrolled import threads
 from unrolled.cli.understand import _common_flags, _model_and_text, _print_json
 from unrolled.errors import UserError
+from unrolled.understand import analyses
 from unrolled.understand.attribute import attribute, memory_span
+from unrolled.understand.emergence import emergence, emergence_png
 from unrolled.understand.intervene import intervene
 from unrolled.understand.probe import probe
 from unrolled.understand.render import show_char
@@ -201,4 +204,50 @@ def run_probe(args) -> int:
     print(f"  best unit      {m} {bu['score']:.4f}  ({bu['unit']}{', low inside' if bu['sign'] < 0 else ''})")
     print(f"  control task   {m} {r['control']:.4f}  (labels by character type at random)")
     print(f"  selectivity    {r['selectivity']:+.4f}")
+    return 0
+
+
+# --- emergence ----------------------------------------------------------------------------------
+def add_emergence(sub) -> None:
+    p = sub.add_parser(
+        "emergence", help="when each feature's cell appears over training, from a run's snapshots",
+        description="For every snapshot of a run trained with `unrolled train --snapshot-every N`, score the best "
+                    "unit for each feature, the unit best at the end, a linear probe on the top layer, the share "
+                    "of forget gates mostly open and bits per character, on the same characters of the text; "
+                    "print the table and draw the curves.")
+    p.add_argument("run", metavar="RUN", help="a run directory with snapshots/")
+    p.add_argument("file", help="a UTF-8 text file to score on (ideally text the model never trained on)")
+    p.add_argument("--feature", action="append", dest="features", metavar="SPEC",
+                   help="a feature to follow (repeatable; default in_comment, in_string, position_in_line, bracket_depth)")
+    p.add_argument("--sample", type=int, default=30_000, metavar="N", help="characters scored, evenly spaced (default 30000)")
+    p.add_argument("--no-probes", action="store_true", help="skip the probes (faster)")
+    p.add_argument("--png", default="emergence.png", metavar="PNG", help="the plot to write (default emergence.png)")
+    p.add_argument("--language", default="auto", choices=["auto", "c", "python", "prose"],
+                   help="how to find comments and strings (default: guessed from the text)")
+    _common_flags(p)
+    p.set_defaults(func=run_emergence)
+
+
+def run_emergence(args) -> int:
+    threads.use(args.threads)
+    text = analyses.read_text(args.file, args.split, args.max_chars)
+    r = emergence(args.run, text, features=args.features, language=args.language, sample=args.sample,
+                  probes=not args.no_probes, unknown=args.unknown, name=str(args.file))
+    if args.png:
+        emergence_png(r, args.png)
+    if args.json:
+        return _print_json(r)
+    print(f"{len(r['steps'])} snapshots of {args.run}, {r['scored_chars']:,} of {r['chars']:,} characters scored")
+    print(f"{'step':>8} {'bits/char':>9} " + " ".join(f"{f[:16]:>16}" for f in r["features"]))
+    for i, step in enumerate(r["steps"]):
+        cells = []
+        for e in r["features"].values():
+            probe = f"/{e['probe'][i]:.2f}" if e["probe"][i] is not None else ""
+            cells.append(f"{e['best'][i]:.3f}{probe}".rjust(16) if e["best"][i] is not None else f"{'-':>16}")
+        print(f"{step:>8} {r['bpc'][i]:>9.3f} " + " ".join(cells))
+    for f, e in r["features"].items():
+        when = f"from step {e['appears']}" if e["appears"] is not None else "not formed"
+        print(f"{f}: {e['final_unit']} (best at the end) {when}")
+    if args.png:
+        print(f"wrote {args.png}")
     return 0

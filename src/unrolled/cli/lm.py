@@ -24,6 +24,7 @@ from unrolled.charlm.evaluate import evaluate
 from unrolled.charlm.plot import plot
 from unrolled.charlm.run import describe, load
 from unrolled.charlm.sample import check_options, sample
+from unrolled.charlm.snapshots import train_with_snapshots
 from unrolled.charlm.text import UNKNOWN_POLICIES, read_file, resolve_paths, split_bounds
 from unrolled.charlm.trainer import train
 from unrolled.errors import UserError
@@ -75,6 +76,8 @@ def add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed config")
     p.add_argument("--verbose", action="store_true",
                    help="print every setting at the start (default: only those that differ from the defaults)")
+    p.add_argument("--snapshot-every", type=int, default=None, metavar="N",
+                   help="also keep the weights every N updates in RUN/snapshots/, for `unrolled emergence`")
     threads.add_flag(p)
     _add_setting_flags(p)
     p.set_defaults(func=run_train)
@@ -91,7 +94,10 @@ def run_train(args) -> int:
     if args.quiet:
         settings["progress"] = False
     threads.use(args.threads)
-    result = train(**settings, verbose=args.verbose)
+    if args.snapshot_every is not None:
+        result = train_with_snapshots(args.snapshot_every, **settings, verbose=args.verbose)
+    else:
+        result = train(**settings, verbose=args.verbose)
     return 130 if result.stopped == "interrupted" else 0
 
 
