@@ -1,10 +1,14 @@
 """unrolled.MinGRU and unrolled.MinLSTM (unrolled.minimal): the three paths against each other
-and against a NumPy step written from the equations, carried state, gradients by finite
-differences, the cell facts, and `--cell mingru|minlstm` through train, sample, eval, cells,
-saturation and the viewer's API. Tiny distinct shapes (B=3, T=7, D=4, H=5, L=2), float64."""
+and against a NumPy step written from the equations, the loop both compiled ("loop") and in
+torch ("loop-python", as without a C++ compiler), carried state, gradients by finite
+differences, the compiled loop's threads against its serial run, the cell facts, and
+`--cell mingru|minlstm` through train, sample, eval, cells, saturation and the viewer's API.
+Tiny distinct shapes (B=3, T=7, D=4, H=5, L=2), float64 unless said."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from unrolled.charlm.device import parameter_count
 from unrolled.charlm.model import CharLM
 from unrolled.charlm.text import Vocabulary
 from unrolled.cli import main
+from unrolled.kernels import native, recurrence
 from unrolled.minimal import MinimalLoop, coefficients, log_pos, pos, scan_log
 from unrolled.understand import record
 from test_train import tiny_text
@@ -33,13 +38,36 @@ def layer_and_input(cls, seed=0, num_layers=L, bias=True):
     return m, x, state
 
 
+def use(how, x, monkeypatch):
+    """The path for `how`: "loop-python" is the loop with the compiled one switched off (what
+    every kernel asks, native.ops_for, answers None); "loop" must then be the compiled one."""
+    if how == "loop-python":
+        monkeypatch.setattr(native, "ops_for", lambda x: None)
+        assert not recurrence.available(x)
+        return "loop"
+    if how == "loop":
+        compiled_or_skip()
+        assert recurrence.available(x)
+    return how
+
+
+def compiled_or_skip():
+    if not native.enabled():
+        pytest.skip("UNROLLED_NATIVE=0")
+    if native.ops() is None:
+        if shutil.which(os.environ.get("CXX", "c++")) is None:
+            pytest.skip("no C++ compiler here: only the torch loop runs")
+        pytest.fail(f"the compiled step loops did not load: {native.reason()}")  # a compiler must build them
+
+
 # --- the paths agree -----------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", LAYERS)
-@pytest.mark.parametrize("how", ["scan", "loop"])
+@pytest.mark.parametrize("how", ["scan", "loop", "loop-python"])
 @pytest.mark.parametrize("given", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_parallel_equals_readable(cls, how, given, bias):
+def test_parallel_equals_readable(cls, how, given, bias, monkeypatch):
     m, x, state = layer_and_input(cls, bias=bias)
+    how = use(how, x, monkeypatch)
     s0 = state if given else None
     out_r, h_r = m.readable(x, s0)
     out_p, h_p = m.parallel(x, s0, how=how)
@@ -50,10 +78,10 @@ def test_parallel_equals_readable(cls, how, given, bias):
 
 
 @pytest.mark.parametrize("cls", LAYERS)
-@pytest.mark.parametrize("path", ["readable", "scan", "loop", "auto"])
-def test_two_halves_with_the_carried_state_equal_the_whole(cls, path):
+@pytest.mark.parametrize("path", ["readable", "scan", "loop", "loop-python", "auto"])
+def test_two_halves_with_the_carried_state_equal_the_whole(cls, path, monkeypatch):
     m, x, state = layer_and_input(cls, seed=1)
-    m.path = path
+    m.path = use(path, x, monkeypatch)
     whole, h_whole = m(x, state)
     first, h_mid = m(x[:, :3], state)
     second, h_end = m(x[:, 3:], h_mid)
@@ -68,11 +96,12 @@ def test_auto_takes_the_loop_on_the_cpu():
 
 # --- gradients -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", LAYERS)
-@pytest.mark.parametrize("how", ["scan", "loop", "readable"])
-def test_gradcheck_inputs_state_and_weights(cls, how):
+@pytest.mark.parametrize("how", ["scan", "loop", "loop-python", "readable"])
+def test_gradcheck_inputs_state_and_weights(cls, how, monkeypatch):
     torch.manual_seed(2)
     m = cls(3, 4, 2).double()
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    how = use(how, x, monkeypatch)
     s = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
     names = [n for n, _ in m.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
@@ -85,15 +114,20 @@ def test_gradcheck_inputs_state_and_weights(cls, how):
 
 
 @pytest.mark.parametrize("kind", ["mingru", "minlstm"])
-def test_the_loops_backward_equals_autograd_of_the_readable_loop(kind):
-    """MinimalLoop's hand-written backward against autograd through plain tensor ops, including
-    pre-activations far in the tails, where a sign slip in pos' or the normalisation would show."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_loops_backward_equals_autograd_of_the_readable_loop(kind, compiled):
+    """The hand-written backwards (the compiled loop's, MinimalLoop's) against autograd through
+    plain tensor ops, including pre-activations far in the tails, where a sign slip in pos' or the
+    normalisation would show."""
     torch.manual_seed(3)
     G = facts(kind).num_gates
     pre = (torch.randn(B, T, G * H, dtype=torch.float64) * 6).requires_grad_()
     h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
     w = torch.randn(B, T, H, dtype=torch.float64)
-    (MinimalLoop.apply(pre, h0, kind) * w).sum().backward()
+    if compiled:
+        compiled_or_skip()
+    loop = recurrence.MinimalSequence if compiled else MinimalLoop
+    (loop.apply(pre, h0, kind) * w).sum().backward()
     grads = pre.grad.clone(), h0.grad.clone()
     pre.grad = h0.grad = None
     a, b = coefficients(kind, pre, log=False)
@@ -104,6 +138,76 @@ def test_the_loops_backward_equals_autograd_of_the_readable_loop(kind):
     (torch.stack(outs, dim=1) * w).sum().backward()
     torch.testing.assert_close(grads[0], pre.grad, atol=1e-12, rtol=0)
     torch.testing.assert_close(grads[1], h0.grad, atol=1e-12, rtol=0)
+
+
+def _kernel_run(kind, pre, h0, dy):
+    """The compiled loop's output and both gradients for pre-activations pre and output gradient dy."""
+    pre, h0 = pre.clone().requires_grad_(), h0.clone().requires_grad_()
+    out = recurrence.MinimalSequence.apply(pre, h0, kind)
+    return [out, *torch.autograd.grad((out * dy).sum(), [pre, h0])]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_the_compiled_loops_threads_equal_its_serial_run(kind, dtype, threads, monkeypatch):
+    """B = 3 rows over up to 3 threads, H = 5: the default grain runs this serially, grain 1
+    (read by the C++ loop at each call) puts one row a task on ATen's pool. Bit for bit: a row's
+    steps are the same code either way and no product is involved."""
+    compiled_or_skip()
+    torch.manual_seed(9)
+    G = facts(kind).num_gates
+    pre, h0 = torch.randn(3, 9, G * 5, dtype=dtype) * 3, torch.randn(3, 5, dtype=dtype)
+    dy = torch.randn(3, 9, 5, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        monkeypatch.delenv("UNROLLED_NATIVE_GRAIN", raising=False)
+        serial = _kernel_run(kind, pre, h0, dy)
+        monkeypatch.setenv("UNROLLED_NATIVE_GRAIN", "1")
+        parallel = _kernel_run(kind, pre, h0, dy)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_the_compiled_loop_in_float32_equals_the_readable_loop_in_float64(cls):
+    """float32 (the activations' fexp, within 2e-7 of exp) against the float64 readable loop on
+    the same weights: output, final state and every gradient to 1e-6."""
+    compiled_or_skip()
+    m64, x64, s64 = layer_and_input(cls, seed=10)
+    m32 = cls(D, H, L).float()
+    m32.load_state_dict(m64.state_dict())
+    x32, s32 = x64.float(), s64.float()
+    assert recurrence.available(x32)
+    results = []
+    for m, x, s, run in ((m64, x64, s64, m64.readable), (m32, x32, s32, lambda x, s: m32.parallel(x, s, how="loop"))):
+        x, s = x.clone().requires_grad_(), s.clone().requires_grad_()
+        out, h = run(x, s)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, H)).sum() + h.sum(), [x, s, *m.parameters()])
+        results.append([out, h, *grads])
+    for want, got in zip(*results):
+        torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)
+
+
+def test_the_compiled_loop_stays_finite_where_gates_saturate():
+    """Pre-activations of +-40 and +-800: the minLSTM's f' = f / (f + i) from exponentials
+    scaled to never overflow nor underflow, finite in both dtypes and equal to the torch loop,
+    which takes it as sigmoid(log f - log i)."""
+    compiled_or_skip()
+    torch.manual_seed(11)
+    for scale, dtype in ((40, torch.float32), (800, torch.float64)):
+        pre = (torch.randn(2, 64, 3 * H) * scale).to(dtype).requires_grad_()
+        h0 = torch.randn(2, H, dtype=dtype)
+        dy = torch.randn(2, 64, H, dtype=dtype)
+        got = _kernel_run("minlstm", pre, h0, dy)
+        want = MinimalLoop.apply(pre, h0, "minlstm")
+        want = [want, *torch.autograd.grad((want * dy).sum(), [pre])]
+        assert all(torch.isfinite(t).all() for t in got)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 # --- a NumPy oracle, no torch.nn -----------------------------------------------------------------

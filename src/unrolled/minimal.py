@@ -23,15 +23,18 @@ the whole window can be computed at once. Three paths, equal to 1e-10 in float64
   A_t = sum_{s<=t} log a_s, h_t = e^{A_t} h_0 + exp(A_t + logcumsumexp_{s<=t}(log b_s - A_s)),
   log a and log b computed straight from the pre-activations (softplus), so no gate underflows;
   the carried h_0 enters outside the logarithm, so any state (of either sign) may be given;
-* **loop** (`how="loop"`, `MinimalLoop`): the gates of every step at once, then one torch.lerp a
-  step (h + z (n - h), a multiply-add) in a loop over t, with a hand-written backward (the same
-  recurrence run backwards in time) instead of a graph of T nodes.
+* **loop** (`how="loop"`): a loop over t with a hand-written backward (the same recurrence run
+  backwards in time) instead of a graph of T nodes. On a float CPU tensor where the step kernels
+  load, it is compiled (`unrolled.kernels.recurrence`, csrc/minimal.cpp: one pass over the
+  pre-activations forward and one backward, every gate and its derivative fused); elsewhere it is
+  `MinimalLoop`: the gates of every step at once, then one torch.lerp a step (h + z (n - h)).
 
 `path="auto"` (the default) takes the loop on the CPU and the scan elsewhere: on this project's
 CPU the loop measured 3-7x faster than the scan at every shape `benchmarks/minimal.py` tried
 (docs/performance.md), as the scan makes several passes of exp/log over (B, T, H) where the loop
 makes one multiply-add, and two cores have no use for the scan's parallelism over T; that
-parallelism is what the scan is for on a GPU (not measured here).
+parallelism is what the scan is for on a GPU (not measured here). The compiled loop only widens
+the gap.
 
 Stacking, our choice: layer l's linear maps read layer l-1's output h^{l-1}_t (x_t for l = 0),
 with dropout between layers as the other layers have; those per-layer projections are the only
@@ -51,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled.cells import facts, init_uniform_
+from unrolled.kernels import recurrence
 
 PATHS = ("auto", "readable", "scan", "loop")
 
@@ -165,8 +169,9 @@ def _minus_prev(x: Tensor, out: Tensor, h0: Tensor) -> Tensor:
 
 
 class MinimalLoop(torch.autograd.Function):
-    """One layer of a minimal cell by a loop over t, element-wise math fused by hand (every pass
-    over (B, T, H) counts on a CPU): pre (B, T, G*H) the pre-activations, h0 (B, H) -> h (B, T, H).
+    """One layer of a minimal cell by a loop over t in torch, element-wise math fused by hand (every
+    pass over (B, T, H) counts on a CPU): pre (B, T, G*H) the pre-activations, h0 (B, H) -> h (B, T, H).
+    What the loop path runs where the compiled one (`kernels.recurrence`) does not.
 
     Forward: the gates of all steps at once, then one torch.lerp a step (`_loop`).
     Backward: g_t = dL/dh_t + a_{t+1} g_{t+1} (the loop run backwards, a = 1 - z or f'),
@@ -301,7 +306,8 @@ class Minimal(nn.Module):
 
     def parallel(self, x: Tensor, state: Tensor | None = None, how: str = "loop", lengths=None):
         """All steps of a layer at once: one matrix product for the pre-activations of every step,
-        then the recurrence by `scan_log` (how="scan") or `MinimalLoop` (how="loop")."""
+        then the recurrence by `scan_log` (how="scan") or the loop (how="loop": compiled where
+        `kernels.recurrence` is available, else `MinimalLoop`)."""
         if how not in ("scan", "loop"):
             raise ValueError(f"how must be 'scan' or 'loop', got {how!r}")
         state = self._check(x, state, lengths)
@@ -311,7 +317,8 @@ class Minimal(nn.Module):
             if how == "scan":
                 x = scan_log(*coefficients(self.kind, pre, log=True), state[k])  # (B, T, H)
             else:
-                x = MinimalLoop.apply(pre, state[k], self.kind)  # (B, T, H)
+                loop = recurrence.MinimalSequence if recurrence.available(pre) else MinimalLoop
+                x = loop.apply(pre, state[k], self.kind)  # (B, T, H)
             finals.append(x[:, -1])
             if self.dropout and self.training and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)  # never after the last layer

@@ -20,6 +20,8 @@ One job per module:
     policy.py       what `path="auto"` picks (`KERNEL_WINS`, `prefers_kernel`)
     step.py         one step of a stacked layer for generation (`RecurrentStep`)
     native.py       the build and load of the compiled loops of 2 and 3 (csrc/steps.cpp)
+    recurrence.py   the minimal cells' recurrence compiled (`MinimalSequence`, csrc/minimal.cpp),
+                    what unrolled.minimal's "loop" path runs where the library loads
 
 The loops run compiled where the library builds, else in Python (the same arithmetic);
 tests/test_kernels.py checks every kernel both ways against the readable path.

@@ -1,4 +1,5 @@
-"""The compiled step loops of our sequence kernels (`csrc/steps.cpp`), built on first use.
+"""The compiled step loops of our sequence kernels (`csrc/steps.cpp`, and `csrc/minimal.cpp` for the
+minimal cells' recurrence), built on first use.
 
 `kernels.sequence` does the large matrix products in PyTorch; the loop over time, with one
 recurrent product and the element-wise math of each step, runs in C++ when this module can
@@ -8,7 +9,7 @@ against the readable loop).
 The cache. The library lives in one folder per build, `build_folder()`:
 `<root>/<name>/<name>.so`, where root is `TORCH_EXTENSIONS_DIR` or else torch's default
 extension root (`~/.cache/torch_extensions/py311_cpu` and the like), and name is
-`unrolled_native_` + a hash of the source text (`csrc/steps.cpp` and the `HEADERS` it includes),
+`unrolled_native_` + a hash of the source text (`csrc/steps.cpp`, `MORE_SOURCES`, the `HEADERS`),
 the compiler flags, torch's version, Python's version, the CPU's flags and the environment
 (`sys.prefix`). Two environments, or two checkouts with different sources, never share a
 folder, so they never rebuild each other's. The folder only ever holds a complete library: a
@@ -57,7 +58,8 @@ except ImportError:  # not POSIX: no lock, but the private build folder and the 
     fcntl = None     # keep the cache whole (two builders at once only cost time)
 
 SOURCE = Path(__file__).with_name("csrc") / "steps.cpp"
-HEADERS = ("activations.h", "products.h")  # in csrc/, included by steps.cpp: part of the cache key
+MORE_SOURCES = ("minimal.cpp",)  # in csrc/, built into the same library (the minimal cells' recurrence)
+HEADERS = ("activations.h", "products.h")  # in csrc/, included by the sources: part of the cache key
 WAIT_DEFAULT = 300.0  # seconds to wait for another process's build (UNROLLED_NATIVE_WAIT)
 POLL = 0.5            # seconds between tries of a held lock
 LOCK_FILE = "build.lock"
@@ -92,9 +94,14 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _sources() -> list[Path]:
+    """steps.cpp and the MORE_SOURCES beside it, compiled into one library."""
+    return [SOURCE, *(SOURCE.parent / name for name in MORE_SOURCES)]
+
+
 def _name() -> str:
-    headers = [(SOURCE.parent / h).read_text() for h in HEADERS]
-    key = "\n".join([SOURCE.read_text(), *headers, " ".join(_flags()), torch.__version__,
+    texts = [p.read_text() for p in _sources()] + [(SOURCE.parent / h).read_text() for h in HEADERS]
+    key = "\n".join([*texts, " ".join(_flags()), torch.__version__,
                      sys.version, _cpu(), sys.prefix])
     return "unrolled_native_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -218,7 +225,7 @@ def _build(name: str, folder: Path, library: Path) -> None:
           file=sys.stderr, flush=True)
     temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
     try:
-        built = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=_flags(),
+        built = cpp_extension.load(name=name, sources=[str(p) for p in _sources()], extra_cflags=_flags(),
                                    extra_ldflags=_openmp(),
                                    build_directory=str(temp), is_python_module=False, verbose=False)
         os.replace(built if isinstance(built, str) else temp / (name + _SUFFIX), library)
