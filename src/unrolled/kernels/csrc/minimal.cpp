@@ -40,7 +40,7 @@ inline double exp_(double x) { return std::exp(x); }
 template <typename scalar_t>
 inline scalar_t forget_share(scalar_t kf, scalar_t ki) {
   const scalar_t u = -kf, v = -ki, zero = 0;
-  const scalar_t m = u > v ? (u > zero ? u : zero) : (v > zero ? v : zero);
+  const scalar_t w = u > v ? u : v, m = w > zero ? w : zero;  // two selects: a nested one is not vectorised
   const scalar_t e0 = exp_(-m), ef = exp_(u - m), ei = exp_(v - m);
   return (e0 + ei) / ((e0 + ef) + (e0 + ei));
 }
