@@ -8,17 +8,17 @@ scored on the test split by the trainer's own evaluation (its best checkpoint, t
 through the text). The cells run one after another, the order rotated from one corpus and budget
 to the next, so a busy machine does not always slow the same one.
 
-    python benchmarks/minimal_quality.py --minutes 10 60 > minimal_quality.json
+    python benchmarks/minimal_quality.py --minutes 10 60 --out benchmarks/minimal_quality.json
     python benchmarks/minimal_quality.py --minutes 10 --corpora shakespeare --threads 1
 
-Prints one JSON object and a Markdown table (on stderr). The corpora are not shipped with the
-project: without them under --data it measures nothing (docs/topologies.md#results and
-models/linux-lstm/README.md say how to make them).
+Prints one JSON object (on stdout; --out FILE also writes it there, replacing FILE only once
+something was measured) and a Markdown table (on stderr). The corpora are not shipped with the
+project: without them under --data it measures nothing, says what is missing and exits with 2
+(docs/topologies.md#results and models/linux-lstm/README.md say how to make them).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import unrolled
-from quality_setup import CORPORA, add_run_arguments, start
+from quality_setup import CORPORA, add_run_arguments, start, write_result
 
 CELLS = ("lstm", "mingru", "minlstm")
 
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
                 result["runs"].append(row)
                 print(f"{minutes:g} min {corpus:12s} {cell:8s} test {row['test_bpc']:.4f} bits/char after "
                       f"{row['steps']} steps", file=sys.stderr, flush=True)
-    print(json.dumps(result, indent=1))
+    write_result(result, args.out)
     print("\n| budget | corpus | " + " | ".join(f"{c} test bits/char (updates)" for c in args.cells) + " |",
           file=sys.stderr)
     print("| --- | --- |" + " ---: |" * len(args.cells), file=sys.stderr)
@@ -81,4 +81,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 2)

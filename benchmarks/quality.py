@@ -18,14 +18,15 @@ The plain model is also scored from a zero state per window of seq_len (how it w
 its better number is the one compared, so the comparison never favours unrolled by evaluating the
 plain loop in a way it was not trained for.
 
-    python benchmarks/quality.py --minutes 2           # both corpora, JSON on stdout, a table on stderr
+    python benchmarks/quality.py --minutes 2 --out benchmarks/quality.json   # both corpora
 
-Prints one JSON object; the README's table is made from it.
+Prints one JSON object on stdout (the README's table is made from it) and a Markdown table on
+stderr; --out FILE also writes the JSON there, replacing FILE only once something was measured
+(without the corpora under --data it measures nothing, says what is missing and exits with 2).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
@@ -41,7 +42,7 @@ from torch import nn
 import unrolled
 from unrolled.charlm.evaluate import evaluate_tokens
 from unrolled.charlm.text import Vocabulary, read_corpus, split, to_tokens
-from quality_setup import CORPORA, add_run_arguments, start
+from quality_setup import CORPORA, add_run_arguments, start, write_result
 
 
 class PlainLM(nn.Module):
@@ -143,7 +144,7 @@ def main(argv=None) -> dict:
     for i, c in enumerate(args.corpora):
         order = ["unrolled", "plain"] if i % 2 == 0 else ["plain", "unrolled"]  # interleaved, alternating
         result["corpora"][c] = run_corpus(c, data / CORPORA[c], args, order)
-    print(json.dumps(result, indent=1))
+    write_result(result, args.out)
     print("\n| corpus | unrolled defaults | plain PyTorch loop | steps (unrolled / plain) |", file=sys.stderr)
     print("| --- | --- | --- | --- |", file=sys.stderr)
     for c, r in result["corpora"].items():
@@ -153,4 +154,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if main() else 2)

@@ -1,0 +1,91 @@
+"""The benchmarks that read corpora the project does not ship: without them each says in one
+sentence what is missing and where to get it, exits with 2, and leaves a result file it was told
+to write (--out) exactly as it was; with a result, --out holds what stdout printed, written in one
+step."""
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = BENCH.parent
+ANCHOR = "models/linux-lstm/README.md#the-linux-corpus"
+
+
+def script(name: str):
+    """A benchmark script as a module (its siblings importable, as when it runs as a script)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_anchor_the_message_gives_exists():
+    page, anchor = ANCHOR.split("#")
+    headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(encoding="utf-8"), re.M)
+    assert anchor in {h.strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_quality_without_the_corpora_leaves_out_untouched(tmp_path):
+    before = b'{"kept": true}\n'
+    out = tmp_path / "quality.json"
+    out.write_bytes(before)
+    r = subprocess.run([sys.executable, str(BENCH / "quality.py"), "--data", str(tmp_path / "empty"),
+                        "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert out.read_bytes() == before
+    assert r.stdout == ""
+    message = r.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "shakespeare/works.txt" in message and "linux/kernel.txt" in message and ANCHOR in message
+    assert f"{out} is left as it was" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quality.json"]
+
+
+def test_minimal_quality_names_only_the_corpus_that_is_missing(tmp_path, capsys):
+    (tmp_path / "shakespeare").mkdir()
+    (tmp_path / "shakespeare" / "works.txt").write_text("to be or not to be\n", encoding="utf-8")
+    out = tmp_path / "minimal.json"
+    assert script("minimal_quality").main(["--data", str(tmp_path), "--out", str(out)]) == {}
+    err = capsys.readouterr().err
+    assert "linux/kernel.txt not found" in err and "works.txt" not in err
+    assert not out.exists()
+
+
+def test_a_missing_out_folder_is_said_before_anything_runs(tmp_path, capsys):
+    quality = script("quality")
+    assert quality.main(["--data", str(tmp_path), "--out", str(tmp_path / "no" / "q.json")]) == {}
+    assert "the folder of --out" in capsys.readouterr().err
+
+
+def test_write_result_writes_what_stdout_printed(tmp_path, capsys):
+    setup = script("quality_setup")
+    out = tmp_path / "r.json"
+    out.write_text("old", encoding="utf-8")
+    result = {"corpora": {"linux": {"test_bpc": 2.5}}, "settings": {"seed": 3}}
+    setup.write_result(result, str(out))
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == result and out.read_text(encoding="utf-8") == printed
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_write_result_interrupted_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    setup = script("quality_setup")
+    out = tmp_path / "r.json"
+    out.write_text("old", encoding="utf-8")
+
+    def refuse(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(KeyboardInterrupt):
+        setup.write_result({"a": 1}, str(out))
+    assert out.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
