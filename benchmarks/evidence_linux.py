@@ -37,6 +37,8 @@ from unrolled.understand.probe import probe
 from unrolled.understand.record import record
 from unrolled.understand.report import sample_positions
 from unrolled.understand.search import rank_units
+from unrolled.errors import UserError
+from linux_corpus import have_kernel
 
 PRIMES = ('\tif (!dev) {\n\t\tpr_err(', '\tseq_printf(m, ', '/*\n * ')
 
@@ -103,10 +105,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     args = ap.parse_args(argv)
+    if not have_kernel(args.kernel, "evidence_linux.py"):
+        return 2
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = unrolled.load(args.checkpoint)
-    text = read_text(args.kernel, "test", args.chars)
+    try:
+        model = unrolled.load(args.checkpoint)
+        text = read_text(args.kernel, "test", args.chars)
+    except UserError as e:
+        print(f"evidence_linux.py: {e}", file=sys.stderr)
+        return 2
     result = {"checkpoint": args.checkpoint, "text": f"the first {len(text):,} characters of the test split",
               "chars": len(text), "probes": {}}
     for feature in ("position_in_line", "in_string", "in_comment"):

@@ -12,11 +12,31 @@ import sys
 import torch
 
 from unrolled.charlm.trainer import train
+from unrolled.errors import UserError
+from linux_corpus import have_kernel
+
+USAGE = "usage: python benchmarks/train_linux_lstm.py KERNEL_TXT OUT MINUTES"
+
+
+def main(argv: list[str]) -> int:
+    try:
+        corpus, out, minutes = argv[0], argv[1], float(argv[2])
+    except (IndexError, ValueError):
+        print(USAGE, file=sys.stderr)
+        return 2
+    if not have_kernel(corpus, "train_linux_lstm.py"):
+        return 2
+    torch.set_num_threads(1)  # the machine is shared: more threads than free cores only spin
+    try:
+        result = train(paths=[corpus], cell="lstm", hidden_size=128, num_layers=2, embedding_size=64,
+                       batch_size=32, seq_len=128, lr=3e-3, schedule="cosine", max_minutes=minutes,
+                       eval_every=500, eval_max_chars=200_000, out=out, seed=1337, progress=False)
+    except UserError as e:
+        print(f"train_linux_lstm.py: {e}", file=sys.stderr)
+        return 2
+    print(result)
+    return 0
+
 
 if __name__ == "__main__":
-    corpus, out, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    torch.set_num_threads(1)  # the machine is shared: more threads than free cores only spin
-    result = train(paths=[corpus], cell="lstm", hidden_size=128, num_layers=2, embedding_size=64,
-                   batch_size=32, seq_len=128, lr=3e-3, schedule="cosine", max_minutes=minutes,
-                   eval_every=500, eval_max_chars=200_000, out=out, seed=1337, progress=False)
-    print(result)
+    sys.exit(main(sys.argv[1:]))

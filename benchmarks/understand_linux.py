@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unrolled.errors import UserError
+from linux_corpus import have_kernel
+
 
 def splits(path):
     from unrolled.charlm.text import read_file, split_bounds
@@ -66,7 +69,26 @@ def model(corpus, out, checkpoint):
     print(json.dumps(result, indent=1))
 
 
-if __name__ == "__main__":
-    what, corpus, out = sys.argv[1:4]
+def main(argv: list[str]) -> int:
+    if not (len(argv) == 3 and argv[0] == "ngram" or len(argv) == 4 and argv[0] == "model"):
+        print("usage: python benchmarks/understand_linux.py ngram KERNEL_TXT OUT\n"
+              "       python benchmarks/understand_linux.py model KERNEL_TXT OUT CHECKPOINT", file=sys.stderr)
+        return 2
+    what, corpus, out = argv[:3]
+    if not have_kernel(corpus, "understand_linux.py"):
+        return 2
+    if what == "model" and not (Path(out) / "ngram_logp.npy").is_file():
+        print(f"understand_linux.py: {Path(out) / 'ngram_logp.npy'} is not there; run "
+              f"`python benchmarks/understand_linux.py ngram {corpus} {out}` first.", file=sys.stderr)
+        return 2
     Path(out).mkdir(parents=True, exist_ok=True)
-    ngram(corpus, out) if what == "ngram" else model(corpus, out, sys.argv[4])
+    try:
+        ngram(corpus, out) if what == "ngram" else model(corpus, out, argv[3])
+    except UserError as e:
+        print(f"understand_linux.py: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

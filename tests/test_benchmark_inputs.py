@@ -27,7 +27,7 @@ def script(name: str):
     return module
 
 
-def test_the_readme_anchor_the_message_gives_exists():
+def test_the_readme_anchor_the_messages_give_exists():
     page, anchor = ANCHOR.split("#")
     headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(encoding="utf-8"), re.M)
     assert anchor in {h.strip().lower().replace(" ", "-") for h in headings}
@@ -89,3 +89,28 @@ def test_write_result_interrupted_leaves_the_old_file_and_no_temporary(tmp_path,
         setup.write_result({"a": 1}, str(out))
     assert out.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("understand_linux", ["ngram", "{k}", "{o}"]),
+    ("understand_linux", ["model", "{k}", "{o}", "models/linux-lstm"]),
+    ("train_linux_lstm", ["{k}", "{o}", "1"]),
+    ("evidence_linux", ["models/linux-lstm", "{k}"]),
+])
+def test_linux_benchmarks_without_the_corpus_say_where_to_get_it(tmp_path, capsys, name, argv):
+    kernel = tmp_path / "kernel.txt"
+    args = [a.format(k=kernel, o=tmp_path / "out") for a in argv]
+    assert script(name).main(args) == 2
+    captured = capsys.readouterr()
+    message = captured.err.strip()
+    assert captured.out == "" and "\n" not in message
+    assert str(kernel) in message and ANCHOR in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_understand_model_before_ngram_says_to_run_ngram_first(tmp_path, capsys):
+    kernel = tmp_path / "kernel.txt"
+    kernel.write_text("int main(void) { return 0; }\n" * 10, encoding="utf-8")
+    assert script("understand_linux").main(["model", str(kernel), str(tmp_path / "u"), "models/linux-lstm"]) == 2
+    err = capsys.readouterr().err
+    assert "ngram_logp.npy" in err and f"understand_linux.py ngram {kernel}" in err
