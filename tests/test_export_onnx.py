@@ -21,32 +21,15 @@ pytest.importorskip("onnx")
 
 import unrolled  # noqa: E402
 from unrolled import store  # noqa: E402
-from unrolled.charlm.config import Config, ModelConfig  # noqa: E402
+from unrolled.charlm.config import Config  # noqa: E402
 from unrolled.charlm.model import CharLM  # noqa: E402
 from unrolled.charlm.sample import sample  # noqa: E402
-from unrolled.charlm.text import Vocabulary  # noqa: E402
 from unrolled.cli import main  # noqa: E402
 from unrolled.errors import UserError  # noqa: E402
 from unrolled.export import export_onnx, onnx as export  # noqa: E402
 from unrolled.minimal import MinGRU, MinLSTM  # noqa: E402
 from unrolled.recurrent import LSTM, RNN  # noqa: E402
-
-COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
-CHARS = "abcdefgh é\n;{}"  # V = 14
-LINUX_PRIME = "static int probe(struct device *dev)\n{\n\tint err = 0;"  # 51 characters
-
-
-def tiny(cell: str, layers: int, embedding: int, seed: int = 0) -> CharLM:
-    torch.manual_seed(seed)
-    model = CharLM(Vocabulary.from_text(CHARS), ModelConfig(cell=cell, hidden_size=5, num_layers=layers,
-                                                            embedding_size=embedding))
-    # Weights 1.5x torch's init, so the gates work away from 0. Much larger ones make a chaotic
-    # RNN, where float32 rounding alone changes the greedy text (at 2.5x, torch's own fused and
-    # readable paths part from its stepper after about 140 characters): no exporter is exact there.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(1.5)
-    return model.eval()
+from export_models import CHARS, COMMITTED, LINUX_PRIME, tiny  # noqa: E402
 
 
 def session(model, path: Path) -> "ort.InferenceSession":

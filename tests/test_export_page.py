@@ -25,20 +25,7 @@ from unrolled.charlm.text import Vocabulary
 from unrolled.cli import main
 from unrolled.errors import UserError
 from unrolled.export import export_html
-
-COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
-CHARS = "abcdefgh é\n;{}"  # V = 14
-LINUX_PRIME = "static int probe(struct device *dev)\n{\n\tint err = 0;"  # 51 characters
-
-
-def tiny(cell: str, layers: int, embedding: int, seed: int = 0) -> CharLM:
-    torch.manual_seed(seed)
-    model = CharLM(Vocabulary.from_text(CHARS), ModelConfig(cell=cell, hidden_size=5, num_layers=layers,
-                                                            embedding_size=embedding))
-    with torch.no_grad():  # 1.5x torch's init, so the gates work away from 0 (as tests/test_export_onnx.py)
-        for p in model.parameters():
-            p.mul_(1.5)
-    return model.eval()
+from export_models import CHARS, COMMITTED, LINUX_PRIME, tiny
 
 
 @contextlib.contextmanager
