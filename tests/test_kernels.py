@@ -1,14 +1,13 @@
 """Our sequence kernels against the readable path (float64, forward and every gradient), gradcheck
 on each autograd.Function, the sampling stepper against the model, and the bench command."""
 import json
-import os
-import shutil
 
 import pytest
 import torch
 
 import unrolled
 from conftest import B, D, H, T, V
+from compiled_loops import compiled_or_skip
 from unrolled.charlm.config import ModelConfig
 from unrolled.kernels import GRUSequence, LSTMSequence, Product, RNNTanhSequence, native, sequence, tanh_, tanh_into
 from unrolled.recurrent import LAYERS
@@ -28,12 +27,7 @@ def loops(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(native, "ops_for", lambda x: None)  # what every kernel asks
     else:
-        if not native.enabled():
-            pytest.skip("UNROLLED_NATIVE=0")
-        if native.ops() is None:
-            if shutil.which(os.environ.get("CXX", "c++")) is None:
-                pytest.skip("no C++ compiler here: only the Python loops run")
-            pytest.fail(f"the compiled step loops did not load: {native.reason()}")  # a compiler must build them
+        compiled_or_skip()
     return request.param
 
 

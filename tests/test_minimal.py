@@ -7,8 +7,6 @@ Tiny distinct shapes (B=3, T=7, D=4, H=5, L=2), float64 unless said."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from unrolled.kernels import native, recurrence
 from unrolled.minimal import MinimalLoop, coefficients, log_pos, pos, scan_log
 from unrolled.understand import record
 from test_train import tiny_text
+from compiled_loops import compiled_or_skip
 
 LAYERS = [unrolled.MinGRU, unrolled.MinLSTM]
 B, T, D, H, L = 3, 7, 4, 5, 2
@@ -49,15 +48,6 @@ def use(how, x, monkeypatch):
         compiled_or_skip()
         assert recurrence.available(x)
     return how
-
-
-def compiled_or_skip():
-    if not native.enabled():
-        pytest.skip("UNROLLED_NATIVE=0")
-    if native.ops() is None:
-        if shutil.which(os.environ.get("CXX", "c++")) is None:
-            pytest.skip("no C++ compiler here: only the torch loop runs")
-        pytest.fail(f"the compiled step loops did not load: {native.reason()}")  # a compiler must build them
 
 
 # --- the paths agree -----------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """The compiled step loops' loader (unrolled.kernels.native): it builds once, and when it cannot
 build it says why in one line and the Python loops run instead; its parallel loops equal its serial ones."""
-import os
 import shutil
 
 import pytest
@@ -9,6 +8,7 @@ import torch
 import unrolled
 from unrolled.kernels import native
 from conftest import B, D, H, T
+from compiled_loops import compiled_or_skip
 
 
 def test_a_build_failure_falls_back_to_the_python_loops_with_one_line(monkeypatch):
@@ -65,15 +65,6 @@ def test_the_old_module_name_is_the_same_module():
     assert old is native
 
 
-def _native_or_skip():
-    if not native.enabled():
-        pytest.skip("UNROLLED_NATIVE=0")
-    if native.ops() is None:
-        if shutil.which(os.environ.get("CXX", "c++")) is None:
-            pytest.skip("no C++ compiler here: only the Python loops run")
-        pytest.fail(f"the compiled step loops did not load: {native.reason()}")
-
-
 def _forward_backward(layer, x, dy):
     """Output, final state and every gradient of the kernel path, forward and backward."""
     out, state = layer(x)
@@ -87,7 +78,7 @@ def _forward_backward(layer, x, dy):
 def test_parallel_step_loops_equal_the_serial_ones(case, dtype, threads, monkeypatch):
     # B = 3 rows over up to 3 threads, H = 5: the default grain runs these serially, grain 1 forces
     # every step's element-wise loops onto ATen's pool, one row a task; the products are the same
-    _native_or_skip()
+    compiled_or_skip()
     from unrolled.recurrent import LAYERS
     kind, kw = case.split("_")[0], ({"nonlinearity": case.split("_")[1]} if "_" in case else {})
     torch.manual_seed(0)
