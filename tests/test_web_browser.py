@@ -70,17 +70,24 @@ def backgrounds(page, positions) -> list[str]:
                          positions)
 
 
-def test_viewer_in_chromium(chromium, served):
-    base, checkpoint = served
+def open_viewer(chromium, base: str, height: int):
+    """The viewer at `base` in a new page, once it shows the first text: (the page, the list its
+    script errors and failed requests are appended to, /api/info, that text's id, the text)."""
     info = api(base, "/api/info")
     tid = info["first_text"]
     text = api(base, f"/api/text?id={tid}")["text"]
-    page = chromium.new_page(viewport={"width": 1500, "height": 950})
+    page = chromium.new_page(viewport={"width": 1500, "height": height})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
     page.goto(base + "/")
     page.wait_for_selector(f"body[data-ready='1'] #text[data-text-id='{tid}']", timeout=60_000)
+    return page, errors, info, tid, text
+
+
+def test_viewer_in_chromium(chromium, served):
+    base, checkpoint = served
+    page, errors, info, tid, text = open_viewer(chromium, base, 950)
     spans = page.locator("#text span")
     assert spans.count() == len(text)
     assert page.locator("#text").inner_text() == text

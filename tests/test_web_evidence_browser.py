@@ -15,7 +15,7 @@ playwright = pytest.importorskip("playwright.sync_api")
 from unrolled.charlm.clamp import parse_clamp  # noqa: E402
 from unrolled.charlm.run import load  # noqa: E402
 from unrolled.charlm.sample import sample  # noqa: E402
-from test_web_browser import api, backgrounds, colour  # noqa: E402
+from test_web_browser import api, backgrounds, colour, open_viewer  # noqa: E402
 from web_model import c_like, serve_process, tiny_run  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -32,14 +32,7 @@ def served(tmp_path_factory):
 
 def test_evidence_panels_in_chromium(chromium, served):  # chromium: the fixture in conftest.py
     base, checkpoint = served
-    info = api(base, "/api/info")
-    tid = info["first_text"]
-    text = api(base, f"/api/text?id={tid}")["text"]
-    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(base + "/")
-    page.wait_for_selector(f"body[data-ready='1'] #text[data-text-id='{tid}']", timeout=60_000)
+    page, errors, info, tid, text = open_viewer(chromium, base, 1100)
 
     # 1) clamp and resample: the same seed, free and with the unit held, as the library writes them
     key = "c" if any(k["key"] == "c" for k in info["kinds"]) else "h"
