@@ -4,21 +4,13 @@ import json
 
 import pytest
 
+from tiny_c import train_tiny_c
 from unrolled.cli import main
-
-CODE = ('/* a "comment" */\nint f(int x) {\n\tif (x < 2 && x > 0) {\n\t\treturn g("a<b&c", \'"\');\n'
-        '\t}\n\treturn x; // done\n}\n') * 8
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unrolled.charlm.trainer import train  # noqa: PLC0415 (the fixture trains; the tests only read)
-    d = tmp_path_factory.mktemp("evidence")
-    corpus = d / "code.c"
-    corpus.write_text(CODE)
-    train(paths=[str(corpus)], cell="lstm", hidden_size=5, num_layers=2, embedding_size=4, batch_size=2,
-          seq_len=16, max_steps=3, eval_every=3, out=str(d / "run"), progress=False)
-    return d
+    return train_tiny_c(tmp_path_factory.mktemp("evidence"))
 
 
 def _json(capsys, argv):

@@ -5,22 +5,14 @@ import re
 import numpy as np
 import pytest
 
+from tiny_c import CODE, train_tiny_c
 from unrolled.cli import main
 from unrolled.understand import render
-
-CODE = ('/* a "comment" */\nint f(int x) {\n\tif (x < 2 && x > 0) {\n\t\treturn g("a<b&c", \'"\');\n'
-        '\t}\n\treturn x; // done\n}\n') * 8
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unrolled.charlm.trainer import train
-    d = tmp_path_factory.mktemp("understand")
-    corpus = d / "code.c"
-    corpus.write_text(CODE)
-    train(paths=[str(corpus)], cell="lstm", hidden_size=5, num_layers=2, embedding_size=4, batch_size=2,
-          seq_len=16, max_steps=3, eval_every=3, out=str(d / "run"), progress=False)
-    return d
+    return train_tiny_c(tmp_path_factory.mktemp("understand"))
 
 
 def test_cells_prints_the_table_and_writes_escaped_html(run, capsys):
