@@ -25,6 +25,7 @@ import torch
 
 from unrolled.charlm.evaluate import encode_for, evaluate_tokens, reading, summarize, window_nats
 from unrolled.errors import UserError
+from unrolled.recurrent import detach_state
 
 DEFAULT_SEGMENT = 50   # characters per update (per stream)
 DEFAULT_LR = 0.1       # the SGD step on the segment's mean loss per character
@@ -65,7 +66,7 @@ def dynamic_evaluate_tokens(model, tokens, batch_size: int = 1, segment: int = D
             if max_chars is not None and count >= max_chars:
                 break
             x, y = w.x.to(device), w.y.to(device)
-            state = _detach(state)
+            state = None if state is None else detach_state(state)
             with torch.enable_grad():
                 loss, state = window_nats(model, x, y, state)
                 grads = torch.autograd.grad(loss, params)
@@ -88,13 +89,6 @@ def _step(params, grads, trained, lr: float, decay: float) -> None:
         pull = (t - p).mul_(decay)
         p.add_(g, alpha=-lr).add_(pull)
 
-
-def _detach(state):
-    if state is None:
-        return None
-    if isinstance(state, (tuple, list)):
-        return type(state)(_detach(s) for s in state)
-    return state.detach()
 
 
 def evaluate_dynamic(model, text: str | bytes, batch_size: int = 1, segment: int = DEFAULT_SEGMENT,
