@@ -111,3 +111,14 @@ def test_eval_cli_dynamic_and_split(tmp_path, capsys):
     assert row["gain_bits_per_char"] == pytest.approx(row["static_bits_per_char"] - row["bits_per_char"])
     assert main(["eval", str(tmp_path / "run"), str(corpus), "--dynamic-lr", "-1", "--dynamic"]) == 2
     assert "--dynamic-lr" in capsys.readouterr().err
+
+
+def test_progress_hook_counts_every_scored_symbol_of_both_readings():
+    model, tokens = tiny()
+    static_seen, dynamic_seen = [], []
+    _, static_count = evaluate_tokens(model, tokens, batch_size=1, seq_len=7, on_window=static_seen.append)
+    _, dynamic_count = dynamic_evaluate_tokens(model, tokens, batch_size=1, segment=7,
+                                               on_window=dynamic_seen.append)
+    assert sum(static_seen) == static_count == len(tokens) - 1
+    assert sum(dynamic_seen) == dynamic_count == len(tokens) - 1
+    assert len(dynamic_seen) == math.ceil((len(tokens) - 1) / 7)

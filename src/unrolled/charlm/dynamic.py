@@ -21,6 +21,8 @@ batch_size=1 is the strict reading order and the default.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from unrolled.charlm.evaluate import encode_for, evaluate_tokens, reading, summarize, window_nats
@@ -44,12 +46,14 @@ def check_dynamic(segment: int, lr: float, decay: float) -> None:
 
 def dynamic_evaluate_tokens(model, tokens, batch_size: int = 1, segment: int = DEFAULT_SEGMENT,
                             lr: float = DEFAULT_LR, decay: float = DEFAULT_DECAY,
-                            max_chars: int | None = None, per_segment: list | None = None) -> tuple[float, int]:
+                            max_chars: int | None = None, per_segment: list | None = None,
+                            on_window=None) -> tuple[float, int]:
     """-> (sum of -ln p over the predicted symbols, how many), adapting `model` as it reads.
 
     The model's weights are restored when this returns (the adaptation is for this text only).
     Dropout is off (eval mode), as in `evaluate_tokens`. `per_segment`, a list, receives each
-    segment's summed -ln p as it is scored.
+    segment's summed -ln p as it is scored; `on_window(n)` is called after each segment with the
+    symbols it scored.
     """
     check_dynamic(segment, lr, decay)
     streams = reading(tokens, batch_size, segment)
@@ -75,6 +79,8 @@ def dynamic_evaluate_tokens(model, tokens, batch_size: int = 1, segment: int = D
                 per_segment.append(loss.item())
             count += y.numel()
             _step(params, grads, trained, lr / y.numel(), decay)
+            if on_window is not None:
+                on_window(y.numel())
     finally:
         with torch.no_grad():
             for p, t in zip(params, trained):
@@ -93,18 +99,30 @@ def _step(params, grads, trained, lr: float, decay: float) -> None:
 
 def evaluate_dynamic(model, text: str | bytes, batch_size: int = 1, segment: int = DEFAULT_SEGMENT,
                      lr: float = DEFAULT_LR, decay: float = DEFAULT_DECAY, unknown: str = "error",
-                     replacement: str | None = None, what: str = "the text") -> dict:
+                     replacement: str | None = None, what: str = "the text", progress: bool = False) -> dict:
     """Bits per character of `text` with dynamic evaluation, beside the same reading without it.
 
     Returns `evaluate`'s fields for the dynamic reading, plus "static_bits_per_char" (the same
-    streams and windows, weights fixed) and "gain_bits_per_char" (static - dynamic).
+    streams and windows, weights fixed) and "gain_bits_per_char" (static - dynamic). `progress`
+    shows a bar on stderr over both readings (a large model over a long text takes minutes).
     """
     if batch_size <= 0:
         raise UserError(f"--batch-size must be a positive integer, got {batch_size}")
     check_dynamic(segment, lr, decay)
     tokens = encode_for(model, text, unknown, replacement, what)
-    static = summarize(*evaluate_tokens(model, tokens, batch_size, segment))
-    result = summarize(*dynamic_evaluate_tokens(model, tokens, batch_size, segment, lr, decay))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # only when shown: the import takes a moment
+        bar = tqdm(total=2 * max(0, len(tokens) - 1), unit="char", unit_scale=True, dynamic_ncols=True, disable=None,
+                   desc=f"{what}: weights fixed, then learning", file=sys.stderr)
+    try:
+        on_window = None if bar is None else bar.update
+        static = summarize(*evaluate_tokens(model, tokens, batch_size, segment, on_window=on_window))
+        result = summarize(*dynamic_evaluate_tokens(model, tokens, batch_size, segment, lr, decay,
+                                                    on_window=on_window))
+    finally:
+        if bar is not None:
+            bar.close()
     result["static_bits_per_char"] = static["bits_per_char"]
     result["gain_bits_per_char"] = static["bits_per_char"] - result["bits_per_char"]
     return result

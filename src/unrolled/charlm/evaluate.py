@@ -34,8 +34,9 @@ def window_nats(model, x, y, state):
 
 @torch.no_grad()
 def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
-                    max_chars: int | None = None) -> tuple[float, int]:
-    """-> (sum of -ln p over the predicted symbols, how many). `tokens` is any array-like."""
+                    max_chars: int | None = None, on_window=None) -> tuple[float, int]:
+    """-> (sum of -ln p over the predicted symbols, how many). `tokens` is any array-like.
+    `on_window(n)`, when given, is called after each window with the symbols it scored."""
     streams = reading(tokens, batch_size, seq_len)
     if streams is None:
         return 0.0, 0
@@ -53,6 +54,8 @@ def evaluate_tokens(model, tokens, batch_size: int = 16, seq_len: int = 256,
             nats, state = window_nats(model, x, y, state)
             total += nats.item()
             count += y.numel()
+            if on_window is not None:
+                on_window(y.numel())
     finally:
         model.train(was_training)
     return total, count

@@ -213,7 +213,7 @@ def run_eval(args) -> int:
         if args.dynamic:
             r = dynamic.evaluate_dynamic(model, text, batch_size=args.batch_size, segment=args.dynamic_segment,
                                          lr=args.dynamic_lr, decay=args.dynamic_decay, unknown=args.unknown,
-                                         what=what)
+                                         what=what, progress=True)
         else:
             r = evaluate(model, text, batch_size=args.batch_size, seq_len=args.seq_len, unknown=args.unknown,
                          what=what)
