@@ -114,3 +114,39 @@ def test_understand_model_before_ngram_says_to_run_ngram_first(tmp_path, capsys)
     assert script("understand_linux").main(["model", str(kernel), str(tmp_path / "u"), "models/linux-lstm"]) == 2
     err = capsys.readouterr().err
     assert "ngram_logp.npy" in err and f"understand_linux.py ngram {kernel}" in err
+
+
+def test_recipe_demo_set_trains_with_the_demos_own_settings(monkeypatch):
+    """benchmarks/recipe.py --set demo writes the demo's settings out as flags; they must be the
+    ones `unrolled demo` really passes to train, or its ablation measures another model."""
+    from unrolled.charlm import demo as demo_module
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(demo_module, "train", capture)
+    with pytest.raises(Stop):
+        demo_module.demo(minutes=3.0, progress=False)
+    flags = script("recipe").DEMO_BASE
+    pairs = dict(zip(flags[::2], flags[1::2]))
+    assert len(pairs) * 2 == len(flags)
+    for flag, value in pairs.items():
+        field = flag[2:].replace("-", "_")
+        assert float(value) == seen[field], flag
+    assert {f[2:].replace("-", "_") for f in pairs} >= {"hidden_size", "num_layers", "embedding_size", "batch_size",
+                                                         "seq_len", "eval_every", "eval_max_chars"}
+
+
+def test_recipe_names_a_missing_corpus_and_an_unknown_variant(tmp_path):
+    for args, expect in (([str(tmp_path / "none.txt")], "none.txt is not a file"),
+                         (["--set", "demo", "--only", "nope"], "'nope' is not a variant of --set demo")):
+        r = subprocess.run([sys.executable, str(BENCH / "recipe.py"), *args, "--out", str(tmp_path / "runs")],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "runs").exists()
