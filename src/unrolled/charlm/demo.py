@@ -27,8 +27,9 @@ def demo(minutes: float = 3.0, out: str | None = None, paths: list[str] | None =
          seed: int = 1337, progress: bool = True, verbose: bool = False) -> dict:
     """Train, sample, plot; -> the run directory, its metrics, the samples and the plot's path.
     Runs on torch's current thread count (the CLI sets it from --threads or the idle cores)."""
-    # Small enough to learn visible structure in minutes on two CPU cores.
-    result = train(paths=list(paths or []), out=out, cell="lstm", hidden_size=128, num_layers=2,
+    # One layer of 256: of the sizes tried, the lowest test bits/char after 3 minutes on the default
+    # corpus (docs/training.md#the-demos-model-3-minutes).
+    result = train(paths=list(paths or []), out=out, cell="lstm", hidden_size=256, num_layers=1,
                    embedding_size=32, batch_size=32, seq_len=100,
                    val_fraction=0.05, test_fraction=0.05,
                    max_minutes=minutes, eval_every=200, eval_max_chars=100_000, seed=seed,
