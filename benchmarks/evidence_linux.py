@@ -1,7 +1,7 @@
 """Evidence that the Linux model uses what it tracks: every figure of docs/understanding.md's
 "Evidence" section, from one checkpoint and the Linux corpus file, in a few minutes on one thread.
 
-    python benchmarks/evidence_linux.py models/linux-lstm kernel.txt [--chars 150000] [--out evidence.json]
+    python benchmarks/evidence_linux.py models/linux-lstm-2x128 kernel.txt [--chars 150000] [--out evidence.json]
 
 On the test split of the file (its last 10% by position, which training never reads), first
 --chars characters:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HOW = "models/linux-lstm/README.md#the-linux-corpus"
+HOW = "models/linux-lstm-2x128/README.md#the-linux-corpus"
 
 
 def have_kernel(path: str, script: str) -> bool:

@@ -14,7 +14,7 @@ to the next, so a busy machine does not always slow the same one.
 Prints one JSON object (on stdout; --out FILE also writes it there, replacing FILE only once
 something was measured) and a Markdown table (on stderr). The corpora are not shipped with the
 project: without them under --data it measures nothing, says what is missing and exits with 2
-(docs/topologies.md#results and models/linux-lstm/README.md say how to make them).
+(docs/topologies.md#results and models/linux-lstm-2x128/README.md say how to make them).
 """
 from __future__ import annotations
 

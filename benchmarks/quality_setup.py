@@ -49,7 +49,7 @@ def start(args, name: str) -> tuple[Path, dict] | None:
     if missing:
         kept = f" and {args.out} is left as it was" if args.out else ""
         print(f"{name}: {' and '.join(CORPORA[c] for c in missing)} not found under {data} "
-              "(docs/topologies.md#results and models/linux-lstm/README.md#the-linux-corpus say how to "
+              "(docs/topologies.md#results and models/linux-lstm-2x128/README.md#the-linux-corpus say how to "
               f"make them; --data names another folder), so nothing was measured{kept}.", file=sys.stderr)
         return None
     return data, {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -1,6 +1,6 @@
 """Train the LSTM that docs/understanding.md explores, on the Linux corpus's first 80%.
 
-    python benchmarks/train_linux_lstm.py ../shared/data/linux/kernel.txt runs/linux-lstm 60
+    python benchmarks/train_linux_lstm.py ../shared/data/linux/kernel.txt runs/linux-lstm-2x128 60
 
 2 layers x 128 LSTM, 64-wide embedding, Adam 3e-3 with cosine decay, batch 32, truncated BPTT
 over windows of 128, stopped by wall-clock time (the last argument, in minutes). The split is the

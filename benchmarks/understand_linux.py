@@ -2,7 +2,7 @@
 never trained on).
 
     python benchmarks/understand_linux.py ngram  ../shared/data/linux/kernel.txt OUT
-    python benchmarks/understand_linux.py model  ../shared/data/linux/kernel.txt OUT models/linux-lstm
+    python benchmarks/understand_linux.py model  ../shared/data/linux/kernel.txt OUT models/linux-lstm-2x128
 
 `ngram` fits Kneser-Ney models of orders 1..20 on the train split (first 80%) and saves the
 test log-probabilities (OUT/ngram_logp.npy) with a JSON table of bits per character.

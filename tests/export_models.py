@@ -11,7 +11,7 @@ from unrolled.charlm.config import ModelConfig
 from unrolled.charlm.model import CharLM
 from unrolled.charlm.text import Vocabulary
 
-COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
+COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm-2x128"
 CHARS = "abcdefgh é\n;{}"  # V = 14
 LINUX_PRIME = "static int probe(struct device *dev)\n{\n\tint err = 0;"  # 51 characters
 

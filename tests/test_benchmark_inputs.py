@@ -14,7 +14,7 @@ import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 ROOT = BENCH.parent
-ANCHOR = "models/linux-lstm/README.md#the-linux-corpus"
+ANCHOR = "models/linux-lstm-2x128/README.md#the-linux-corpus"
 
 
 def script(name: str):
@@ -93,9 +93,9 @@ def test_write_result_interrupted_leaves_the_old_file_and_no_temporary(tmp_path,
 
 @pytest.mark.parametrize("name, argv", [
     ("understand_linux", ["ngram", "{k}", "{o}"]),
-    ("understand_linux", ["model", "{k}", "{o}", "models/linux-lstm"]),
+    ("understand_linux", ["model", "{k}", "{o}", "models/linux-lstm-2x128"]),
     ("train_linux_lstm", ["{k}", "{o}", "1"]),
-    ("evidence_linux", ["models/linux-lstm", "{k}"]),
+    ("evidence_linux", ["models/linux-lstm-2x128", "{k}"]),
 ])
 def test_linux_benchmarks_without_the_corpus_say_where_to_get_it(tmp_path, capsys, name, argv):
     kernel = tmp_path / "kernel.txt"
@@ -111,7 +111,7 @@ def test_linux_benchmarks_without_the_corpus_say_where_to_get_it(tmp_path, capsy
 def test_understand_model_before_ngram_says_to_run_ngram_first(tmp_path, capsys):
     kernel = tmp_path / "kernel.txt"
     kernel.write_text("int main(void) { return 0; }\n" * 10, encoding="utf-8")
-    assert script("understand_linux").main(["model", str(kernel), str(tmp_path / "u"), "models/linux-lstm"]) == 2
+    assert script("understand_linux").main(["model", str(kernel), str(tmp_path / "u"), "models/linux-lstm-2x128"]) == 2
     err = capsys.readouterr().err
     assert "ngram_logp.npy" in err and f"understand_linux.py ngram {kernel}" in err
 

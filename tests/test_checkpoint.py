@@ -186,7 +186,7 @@ def test_describe_names_everything(tmp_path):
 
 
 # --- a checkpoint written before the run record existed ------------------------------------------
-COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm"
+COMMITTED = Path(__file__).resolve().parents[1] / "models" / "linux-lstm-2x128"
 # Recorded with the code of commit 5f7616b (before the Trainer, state.py and store.py existed).
 COMMITTED_SAMPLE = (
     "}  The core of a will used will non the audit_files\n *\n * The context is free enthreads under that "

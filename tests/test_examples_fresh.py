@@ -61,7 +61,7 @@ def test_every_example_is_run_here():
 def test_no_example_or_doc_of_them_names_data_beside_the_checkout():
     root = EXAMPLES.parent
     texts = [*EXAMPLES.rglob("*.py"), *EXAMPLES.rglob("*.md"), root / "docs" / "topologies.md",
-             root / "docs" / "understanding.md", root / "models" / "linux-lstm" / "README.md"]
+             root / "docs" / "understanding.md", root / "models" / "linux-lstm-2x128" / "README.md"]
     for path in texts:
         text = path.read_text(encoding="utf-8")
         assert "../shared" not in text and "shared/data" not in text, path

@@ -2,7 +2,7 @@
 
 The oracle is the model itself: its logits and state from `CharLM.forward`, its greedy text from
 `unrolled.sample(..., argmax=True)`. For RNN, LSTM and GRU with one and two layers (tiny sizes,
-random weights) and the committed models/linux-lstm: the next-character distribution after a
+random weights) and the committed models/linux-lstm-2x128: the next-character distribution after a
 50-character prime is within 1e-4 of torch's, also when the prime is read in two calls with the
 state carried between them, and 1,000 greedy characters are the same. A file written with torch's
 gate order instead of ONNX's is caught (so the equality tests can fail).

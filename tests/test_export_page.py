@@ -3,7 +3,7 @@
 Each page is opened from a file:// URL in an offline browser context that also refuses every
 request but the file itself, and no other request may be made. The oracle is torch: the page's
 `unrolledNextProbs` after a 50-character prime is within 1e-4 of `CharLM.forward`'s softmax for
-RNN, LSTM and GRU tiny models and the committed models/linux-lstm; its greedy text is
+RNN, LSTM and GRU tiny models and the committed models/linux-lstm-2x128; its greedy text is
 `unrolled.sample(..., argmax=True)`'s; the colouring unit's values are torch's state after each
 character. The first sampled character's frequencies over 4,000 seeds follow the distribution.
 """
@@ -55,13 +55,13 @@ def torch_probs(model, text: str, temperature: float = 1.0) -> np.ndarray:
 
 
 MODELS = {"rnn": lambda: tiny("rnn", 2, 0), "lstm": lambda: tiny("lstm", 2, 3), "gru": lambda: tiny("gru", 1, 3),
-          "linux-lstm": lambda: unrolled.load(COMMITTED)}
+          "linux-lstm-2x128": lambda: unrolled.load(COMMITTED)}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_the_page_computes_what_torch_computes(chromium, tmp_path, name):
     model = MODELS[name]()
-    prime = LINUX_PRIME if name == "linux-lstm" else "".join(np.random.default_rng(3).choice(list(CHARS), 50))
+    prime = LINUX_PRIME if name == "linux-lstm-2x128" else "".join(np.random.default_rng(3).choice(list(CHARS), 50))
     export_html(model, tmp_path / "page.html")
     with offline_page(chromium, tmp_path / "page.html") as page:
         probs = np.array(page.evaluate("p => window.unrolledNextProbs(p)", prime))

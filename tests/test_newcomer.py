@@ -21,7 +21,7 @@ from test_cli_docs import PARSERS
 from unrolled import cli, threads
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "linux-lstm"  # a character model whose vocabulary is ASCII C
+MODEL = REPO / "models" / "linux-lstm-2x128"  # a character model whose vocabulary is ASCII C
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

@@ -12,7 +12,7 @@ A checkpoint folder (store.py writes and checks it) holds
 
 A resumed run takes every number that decides its next update from here (nanoGPT keeps the same
 things in its `checkpoint` dict). `RunRecord.from_json` reads every record this unrolled has
-written (a key added later takes its start value, as `loop.skipped` does in models/linux-lstm)
+written (a key added later takes its start value, as `loop.skipped` does in models/linux-lstm-2x128)
 and a partial one too (`unrolled inspect` shows whatever is there); the version is store.py's
 VERSION, which counts changes of this record as well as of the folder.
 """
