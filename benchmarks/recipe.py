@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate-seconds", type=float, default=30.0, help="length of each rate measurement (default 30)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants of the set")
     ap.add_argument("--out", default="runs/recipe", help="folder for every run (default runs/recipe)")
+    ap.add_argument("--seed", type=int, default=None, help="every run's --seed (default: train's, 1337)")
     args = ap.parse_args(argv)
     corpus = Path(args.corpus) if args.corpus else None
     if corpus is not None and not corpus.is_file():
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
         print(f"recipe.py: --only {unknown[0]!r} is not a variant of --set {args.set}; "
               f"choose from {', '.join(variants)}", file=sys.stderr)
         return 2
-    VARIANTS = {name: base + flags for name, flags in variants.items()}
+    seed = [] if args.seed is None else ["--seed", str(args.seed)]
+    VARIANTS = {name: base + flags + seed for name, flags in variants.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(VARIANTS)
@@ -151,6 +153,7 @@ def main(argv=None) -> int:
         r = result_of(out / slug(name))
         table[name] = {"flags": variants[name], "updates_per_s": rates[name], "steps": steps[name], **(r or {})}
     result = {"corpus": corpus.name if corpus else "(the default corpus)", "set": args.set, "base": base,
+              "seed": args.seed,
               "minutes": args.minutes, "variants": table}
     (out / "recipe.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
