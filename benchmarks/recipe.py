@@ -11,10 +11,11 @@ are measured first, each variant for `--rate-seconds` on one thread, `--jobs` at
 nothing else running (so as loaded as the runs of benchmarks/equal_time.py, two side by side), or
 read back from DIR/rates.json, so a rerun measures them once; a run's budget is its rate times
 the minutes less the 3% its validation passes take (the defaults' 10-minute run on Shakespeare:
-2,606 updates in 600 s at 4.47 a second). The training runs then stop at that step count, not
-at a wall-clock time, so other jobs on the machine slow a run down but do not change its result
-(the cosine schedule follows the same steps it would have in the minutes). Runs go `--jobs` at a time, one thread each. Each is scored by the trainer's own
-end-of-run pass on the test split (best checkpoint by validation, 16 streams, state carried).
+2,606 updates in 600 s at 4.47 a second). The training runs, `--jobs` at a time and one thread
+each, then stop at that step count, not at a wall-clock time, so other jobs on the machine slow a
+run down but do not change its result (the cosine schedule follows the same steps it would have
+in the minutes). Each is scored by the trainer's own end-of-run pass on the test split (best
+checkpoint by validation, 16 streams, state carried).
 A run already finished in DIR is read back, not trained again.
 
 Prints one JSON object (and writes DIR/recipe.json) and a Markdown table on stderr.
@@ -27,6 +28,10 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from quality_setup import write_result
+from unrolled.charlm.plot import read_metrics
+from unrolled.errors import UserError
 
 # set -> (the base's `unrolled train` flags, {variant name -> flags on top of the base})
 TRAIN = {
@@ -70,20 +75,17 @@ def train(corpus: Path | None, out: Path, flags: list[str], limit: list[str]) ->
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
-def rows(run: Path, split: str | None = None) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    got = [json.loads(line) for line in lines if line.strip()]
-    return [r for r in got if split is None or r.get("split") == split]
-
-
 def rate(corpus: Path, out: Path, name: str, flags: list[str], seconds: float) -> float:
-    """Updates per second of one variant alone on one thread, after its first logged steps."""
+    """Updates per second of one variant on one thread, after its first logged steps."""
     run = out / "rates" / slug(name)
     if not (run / "metrics.jsonl").is_file():
         run.parent.mkdir(parents=True, exist_ok=True)
         train(corpus, run, flags, ["--max-minutes", str(seconds / 60), "--eval-every", "1000000",
                                    "--eval-max-chars", "20000"])
-    steps = rows(run, "train")
+    try:
+        steps = [r for r in read_metrics(run) if r.get("split") == "train"]
+    except UserError:
+        steps = []
     if len(steps) < 3:
         raise SystemExit(f"recipe.py: the rate run of {name!r} logged too few steps; see {run}.log")
     a, b = steps[1], steps[-1]
@@ -93,8 +95,9 @@ def rate(corpus: Path, out: Path, name: str, flags: list[str], seconds: float) -
 def result_of(run: Path) -> dict | None:
     if not (run / "last").exists() or not (run / "metrics.jsonl").is_file():
         return None
-    test = rows(run, "test")
-    val = [r for r in rows(run, "val")]
+    metrics = read_metrics(run)
+    test = [r for r in metrics if r.get("split") == "test"]
+    val = [r for r in metrics if r.get("split") == "val"]
     if not test:
         return None
     return {"test_bpc": test[-1]["bpc"], "best_val_bpc": min(r["bpc"] for r in val) if val else None,
@@ -153,10 +156,8 @@ def main(argv=None) -> int:
         r = result_of(out / slug(name))
         table[name] = {"flags": variants[name], "updates_per_s": rates[name], "steps": steps[name], **(r or {})}
     result = {"corpus": corpus.name if corpus else "(the default corpus)", "set": args.set, "base": base,
-              "seed": args.seed,
-              "minutes": args.minutes, "variants": table}
-    (out / "recipe.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+              "seed": args.seed, "minutes": args.minutes, "variants": table}
+    write_result(result, str(out / "recipe.json"))
     print("| variant | flags | updates | test bits/char |\n| --- | --- | ---: | ---: |", file=sys.stderr)
     for name, r in table.items():
         bpc = f"{r['test_bpc']:.3f}" if "test_bpc" in r else "(failed: see its log)"

@@ -96,7 +96,6 @@ def _step(params, grads, trained, lr: float, decay: float) -> None:
         p.add_(g, alpha=-lr).add_(pull)
 
 
-
 def evaluate_dynamic(model, text: str | bytes, batch_size: int = 1, segment: int = DEFAULT_SEGMENT,
                      lr: float = DEFAULT_LR, decay: float = DEFAULT_DECAY, unknown: str = "error",
                      replacement: str | None = None, what: str = "the text", progress: bool = False) -> dict:

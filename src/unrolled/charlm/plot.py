@@ -19,13 +19,14 @@ def read_metrics(run: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{run} has no metrics.jsonl; give the run directory that `unrolled train` wrote")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            if number == len(path.read_text(encoding="utf-8").splitlines()):
+            if number == len(lines):
                 break  # a run killed mid-write leaves at most its last line unfinished
             raise UserError(f"{path} line {number} is not JSON; the metrics file is damaged") from None
     if not rows:
