@@ -7,6 +7,7 @@ Tiny distinct shapes (B=3, T=7, D=4, H=5, L=2), float64 unless said."""
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -198,6 +199,32 @@ def test_the_compiled_loop_stays_finite_where_gates_saturate():
         assert all(torch.isfinite(t).all() for t in got)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"),
+                    reason="subnormals are flushed through the SSE control register, x86 only")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_compiled_loop_flushes_subnormals_on_every_thread_and_restores_the_callers(threads, monkeypatch):
+    """A minGRU step from h = 0 with z = sigmoid(-20) and n = sigmoid(-70): z n = 8e-40, a float32
+    subnormal, which torch's loop keeps and the compiled loop flushes to zero (on the pool's threads
+    too: grain 1, one row a task), after which the caller's thread still computes subnormals."""
+    compiled_or_skip()
+    B, H_ = 3, 4
+    pre = torch.cat([torch.full((B, 2, H_), -20.0), torch.full((B, 2, H_), -70.0)], dim=-1)
+    h0 = torch.zeros(B, H_)
+    want = MinimalLoop.apply(pre, h0, "mingru")
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((want > 0) & (want < tiny)).all()  # the oracle's are subnormal: the check can fail
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    monkeypatch.setenv("UNROLLED_NATIVE_GRAIN", "1")
+    try:
+        got = recurrence.MinimalSequence.apply(pre, h0, "mingru")
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, torch.zeros_like(got))
+    after = torch.tensor([1e-39]) * torch.tensor([0.5])
+    assert 0 < after.item() < tiny  # the calling thread's own setting is back
 
 
 # --- a NumPy oracle, no torch.nn -----------------------------------------------------------------
