@@ -150,3 +150,13 @@ def test_recipe_names_a_missing_corpus_and_an_unknown_variant(tmp_path):
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "runs").exists()
+
+
+def test_subnormals_names_a_missing_corpus_and_too_few_steps(tmp_path, capsys):
+    bench = script("subnormals")
+    assert bench.main([str(tmp_path / "none.txt")]) == 2
+    assert "none.txt is not a file" in capsys.readouterr().err
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc\n" * 100, encoding="utf-8")
+    assert bench.main([str(corpus), "--steps", "40"]) == 2
+    assert "--steps must be above 60" in capsys.readouterr().err

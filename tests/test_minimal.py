@@ -225,6 +225,8 @@ def test_the_compiled_loop_flushes_subnormals_on_every_thread_and_restores_the_c
     assert torch.equal(got, torch.zeros_like(got))
     after = torch.tensor([1e-39]) * torch.tensor([0.5])
     assert 0 < after.item() < tiny  # the calling thread's own setting is back
+    monkeypatch.setenv("UNROLLED_NATIVE_SUBNORMALS", "keep")  # benchmarks/subnormals.py's switch
+    torch.testing.assert_close(recurrence.MinimalSequence.apply(pre, h0, "mingru"), want, rtol=1e-5, atol=0)
 
 
 # --- a NumPy oracle, no torch.nn -----------------------------------------------------------------

@@ -72,17 +72,28 @@ inline int64_t grain_units() {
 
 // Subnormal numbers (below 1.2e-38 in float32) are flushed to zero while a loop body runs, on
 // whichever thread runs it, and the thread's setting is restored after: on x86 an operation on a
-// subnormal takes about a hundred times as long, and a saturated gate makes them (1 - f = 1e-38
+// subnormal takes about a hundred times as long, and saturated gates make them (1 - f = 1e-38
 // times a small gradient). The minLSTM's backward on Linux C made them in 1.6% of its outputs and
 // trained 3.3x slower than with them flushed (docs/performance.md). A value that small is zero to
-// every result above it. Elsewhere (no SSE control register) the loops run as they are.
+// every result above it. UNROLLED_NATIVE_SUBNORMALS=keep (read once per kernel call) keeps them,
+// for benchmarks/subnormals.py; where there is no SSE control register the loops keep them too.
+inline bool flush_subnormals() {
+  const char* text = std::getenv("UNROLLED_NATIVE_SUBNORMALS");
+  return text == nullptr || std::strcmp(text, "keep") != 0;
+}
+
 struct FlushSubnormals {
 #ifdef UNROLLED_HAVE_MXCSR
+  const bool on;
   const unsigned int saved = _mm_getcsr();
-  FlushSubnormals() { _mm_setcsr(saved | 0x8040u); }  // FTZ (0x8000): results; DAZ (0x0040): inputs
-  ~FlushSubnormals() { _mm_setcsr(saved); }
+  explicit FlushSubnormals(bool flush) : on(flush) {
+    if (on) _mm_setcsr(saved | 0x8040u);  // FTZ (0x8000): results; DAZ (0x0040): inputs
+  }
+  ~FlushSubnormals() {
+    if (on) _mm_setcsr(saved);
+  }
 #else
-  FlushSubnormals() {}
+  explicit FlushSubnormals(bool) {}
 #endif
   FlushSubnormals(const FlushSubnormals&) = delete;
   FlushSubnormals& operator=(const FlushSubnormals&) = delete;
@@ -91,8 +102,8 @@ struct FlushSubnormals {
 // One compiled copy of a loop body, called by the serial and the parallel path alike: inlined
 // into each, the compiler may contract a multiply-add in one and not the other (1 ulp apart).
 template <typename F>
-NO_INLINE void run_rows(const F& f, int64_t b0, int64_t b1) {
-  const FlushSubnormals flush;
+NO_INLINE void run_rows(const F& f, int64_t b0, int64_t b1, bool flush) {
+  const FlushSubnormals guard(flush);
   f(b0, b1);
 }
 
@@ -101,11 +112,12 @@ NO_INLINE void run_rows(const F& f, int64_t b0, int64_t b1) {
 template <typename F>
 inline void over_rows(int64_t rows, int64_t units, int64_t grain, const F& f) {
   const int64_t per_task = std::max<int64_t>(1, grain / std::max<int64_t>(1, units));
+  const bool flush = flush_subnormals();
   if (rows <= per_task || at::get_num_threads() == 1) {
-    run_rows(f, int64_t(0), rows);
+    run_rows(f, int64_t(0), rows, flush);
     return;
   }
-  at::parallel_for(0, rows, per_task, [&](int64_t b0, int64_t b1) { run_rows(f, b0, b1); });
+  at::parallel_for(0, rows, per_task, [&](int64_t b0, int64_t b1) { run_rows(f, b0, b1, flush); });
 }
 
 }  // namespace
