@@ -4,14 +4,15 @@
     python benchmarks/recipe.py --set demo --minutes 3 --out runs/recipe-demo
 
 Every variant changes one or two settings of a base (`SETS` below: `train`, the defaults of
-`unrolled train`; `demo`, the settings `unrolled demo` trains with, on the default corpus when no
+`unrolled train`; `train-2x256`, the earlier defaults, a 2 x 256, which the committed Shakespeare
+ablations used; `demo`, the settings `unrolled demo` trains with, on the default corpus when no
 CORPUS is given) and trains for the
 number of updates that variant makes in `--minutes` on one thread of this machine. Those rates
 are measured first, each variant for `--rate-seconds` on one thread, `--jobs` at a time with
 nothing else running (so as loaded as the runs of benchmarks/equal_time.py, two side by side), or
 read back from DIR/rates.json, so a rerun measures them once; a run's budget is its rate times
-the minutes less the 3% its validation passes take (the defaults' 10-minute run on Shakespeare:
-2,606 updates in 600 s at 4.47 a second). The training runs, `--jobs` at a time and one thread
+the minutes less the 3% its validation passes take (the 2 x 256's 10-minute run on Shakespeare:
+2,600 updates at 4.47 a second). The training runs, `--jobs` at a time and one thread
 each, then stop at that step count, not at a wall-clock time, so other jobs on the machine slow a
 run down but do not change its result (the cosine schedule follows the same steps it would have
 in the minutes). Each is scored by the trainer's own end-of-run pass on the test split (best
@@ -34,13 +35,27 @@ from unrolled.charlm.plot import read_metrics
 from unrolled.errors import UserError
 
 # set -> (the base's `unrolled train` flags, {variant name -> flags on top of the base})
-TRAIN = {
-    "defaults": [],
+# variants of any base's optimisation
+SCHEDULE = {
     "batch 16": ["--batch-size", "16"],
     "window 64": ["--seq-len", "64"],
     "lr 2e-2": ["--lr", "2e-2"],
     "lr 5e-3": ["--lr", "5e-3"],
     "cosine floor 0.01": ["--min-lr-ratio", "0.01"],
+}
+TRAIN = {
+    "defaults": [],  # one layer of 512 since the 60-minute ablation (set train-2x256)
+    "2 x 256": ["--hidden-size", "256", "--num-layers", "2"],  # the earlier defaults
+    **SCHEDULE,
+    "1 x 768": ["--hidden-size", "768"],
+    "2 x 384": ["--hidden-size", "384", "--num-layers", "2"],
+}
+# the earlier defaults, a 2 x 256, as the base: the set benchmarks/recipe_shakespeare_10min*.json
+# and _60min.json were measured with (their "defaults" is this 2 x 256)
+TRAIN_2X256_BASE = ["--hidden-size", "256", "--num-layers", "2"]
+TRAIN_2X256 = {
+    "defaults": [],
+    **SCHEDULE,
     "1 x 512": ["--hidden-size", "512", "--num-layers", "1"],
     "2 x 384": ["--hidden-size", "384"],
     "dropout 0.1": ["--dropout", "0.1"],
@@ -59,7 +74,7 @@ DEMO = {
     "1 x 384": ["--hidden-size", "384"],
     "batch 16": ["--batch-size", "16"],
 }
-SETS = {"train": ([], TRAIN), "demo": (DEMO_BASE, DEMO)}
+SETS = {"train": ([], TRAIN), "train-2x256": (TRAIN_2X256_BASE, TRAIN_2X256), "demo": (DEMO_BASE, DEMO)}
 
 EVAL_SHARE = 0.03  # of a run's wall-clock, its validation passes (every 500 updates, the whole split)
 
@@ -108,7 +123,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("corpus", nargs="?", help="a UTF-8 text file (default: unrolled's default corpus)")
     ap.add_argument("--set", choices=list(SETS), default="train",
-                    help="train: variants of `unrolled train`'s defaults; demo: of `unrolled demo`'s settings")
+                    help="train: variants of `unrolled train`'s defaults; train-2x256: of the earlier defaults, "
+                         "a 2 x 256; demo: of `unrolled demo`'s settings")
     ap.add_argument("--minutes", type=float, default=10.0, help="the budget the step counts stand for (default 10)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
     ap.add_argument("--rate-seconds", type=float, default=30.0, help="length of each rate measurement (default 30)")

@@ -3,8 +3,9 @@ against keeping them (UNROLLED_NATIVE_SUBNORMALS=keep), characters per second, i
 
     python benchmarks/subnormals.py CORPUS [--cells minlstm mingru lstm] [--steps 200] [--repeats 2]
 
-Each point is a real `unrolled train CORPUS --cell C --max-steps N --threads 1 --seed 0` process
-(the defaults otherwise: 2 x 256, batch 32, window 128), no validation before the end; its speed is
+Each point is a real `unrolled train CORPUS --cell C --hidden-size 256 --num-layers 2 --max-steps N
+--threads 1 --seed 0` process (the size of benchmarks/minimal_quality.py; batch 32, window 128),
+no validation before the end; its speed is
 the median of the chars/s rows it logs after the first 50 updates, by when the gates of a minLSTM
 on real text have saturated enough to make subnormals. The two settings alternate within each
 repeat and cell. Also reported: the loss of the last logged row of each, which should agree (a
@@ -29,8 +30,9 @@ from quality_setup import write_result
 def one_run(corpus: Path, cell: str, mode: str, steps: int, folder: Path) -> dict:
     run = folder / f"{cell}-{mode}-{time.monotonic_ns()}"
     env = {**os.environ, "UNROLLED_NATIVE_SUBNORMALS": mode}
-    cmd = [sys.executable, "-m", "unrolled", "train", str(corpus), "--cell", cell, "--max-steps", str(steps),
-           "--eval-every", "1000000", "--threads", "1", "--seed", "0", "--device", "cpu", "--quiet", "--out", str(run)]
+    cmd = [sys.executable, "-m", "unrolled", "train", str(corpus), "--cell", cell, "--hidden-size", "256",
+           "--num-layers", "2", "--max-steps", str(steps), "--eval-every", "1000000",
+           "--threads", "1", "--seed", "0", "--device", "cpu", "--quiet", "--out", str(run)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"subnormals.py: unrolled train failed: {out.stderr.strip()[-500:]}")

@@ -3,7 +3,8 @@ cores, and at the automatic default, on a quiet machine and with one core held b
 
     python benchmarks/threads.py [--steps 60] [--repeats 3] > threads.json
 
-Each point is a real `unrolled train` process (the default 2 x 256 LSTM on the default corpus,
+Each point is a real `unrolled train` process (a 2 x 256 LSTM, the defaults when the table in
+docs/performance.md was measured, on the default corpus,
 validation and test cut to 1% so the run is mostly training), and its speed is the median of
 the chars/s rows it logs after the first (warm-up) row. The three thread settings are
 interleaved within each repeat; the busy case starts one `while True: pass` process first, as
@@ -24,8 +25,8 @@ from pathlib import Path
 
 def one_run(threads: str, steps: int, folder: Path) -> dict:
     run = folder / f"run-{threads}-{time.monotonic_ns()}"
-    flags = ["--max-steps", str(steps), "--eval-every", "1000000", "--val-fraction", "0.01",
-             "--test-fraction", "0.01", "--out", str(run), "--device", "cpu", "--quiet"]
+    flags = ["--hidden-size", "256", "--num-layers", "2", "--max-steps", str(steps), "--eval-every", "1000000",
+             "--val-fraction", "0.01", "--test-fraction", "0.01", "--out", str(run), "--device", "cpu", "--quiet"]
     if threads != "auto":
         flags += ["--threads", threads]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}

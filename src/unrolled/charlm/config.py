@@ -50,8 +50,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     cell: str = "lstm"  # rnn, lstm, gru, or the scan-trained mingru, minlstm (Feng et al. 2024)
-    hidden_size: int = 256  # H: width of every recurrent layer
-    num_layers: int = 2  # L: stacked recurrent layers
+    hidden_size: int = 512  # H: width of every recurrent layer
+    num_layers: int = 1  # L: stacked recurrent layers (one of 512 measured best at 10 and 60 CPU minutes, see docs/training.md)
     dropout: float = 0.0  # dropout between recurrent layers (never after the last, as torch.nn)
     embedding_size: int = 64  # input encoding: a learned embedding this wide, or 0 for one-hot
     forget_bias: float = 0.0  # LSTM and MinLSTM only: initial forget-gate bias; 1 makes the cell start by remembering (Gers et al. 2000)
