@@ -44,7 +44,7 @@ ANY = (1, None)  # a range with no upper end
 # kernel (a per-step autograd graph, weight gradients step by step), so ours win at every shape;
 # torch.nn.LSTM runs oneDNN's fused cell, and ours won only training at H = 256 (lost at 128 and
 # at 512), so the LSTM takes ours for training windows with 256 <= H < 512. Before the step loops
-# were parallel (issue 14) ours lost at 2 threads (LSTM 0.80x and 0.76x, GRU 0.84x at 256x2). An
+# were parallel ours lost at 2 threads (LSTM 0.80x and 0.76x, GRU 0.84x at 256x2). An
 # earlier one-thread run on a 2-core AMD EPYC gave the GRU's forward alone a tie at batch 1 (so
 # batches from 8), and the Python loops (UNROLLED_NATIVE=0, one thread only) a win for the RNN
 # everywhere and for the GRU only when training at H = 512.
