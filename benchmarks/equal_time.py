@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from quality_setup import not_a_corpus
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -31,8 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("extra", nargs="*", help="after --: more `unrolled train` flags (default: none)")
     args = ap.parse_args(argv)
     corpus = Path(args.corpus)
-    if not corpus.is_file():
-        print(f"equal_time.py: {corpus} is not a file; give a UTF-8 text corpus", file=sys.stderr)
+    if not_a_corpus("equal_time.py", corpus):
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

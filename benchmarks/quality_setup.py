@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 CORPORA = {"shakespeare": "shakespeare/works.txt", "linux": "linux/kernel.txt"}
 
 
+def not_a_corpus(script: str, path: Path) -> bool:
+    """True (after saying so in one sentence on stderr) when a corpus argument is not a file."""
+    if path.is_file():
+        return False
+    print(f"{script}: {path} is not a file; give a UTF-8 text corpus", file=sys.stderr)
+    return True
+
+
 def add_run_arguments(ap) -> None:
     """--data and --corpora (where the texts are, which to read), the model's size, the batch,
     the window, the torch threads and the seed."""

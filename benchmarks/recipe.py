@@ -30,7 +30,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from quality_setup import write_result
+from quality_setup import not_a_corpus, write_result
 from unrolled.charlm.plot import read_metrics
 from unrolled.errors import UserError
 
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="every run's --seed (default: train's, 1337)")
     args = ap.parse_args(argv)
     corpus = Path(args.corpus) if args.corpus else None
-    if corpus is not None and not corpus.is_file():
-        print(f"recipe.py: {corpus} is not a file; give a UTF-8 text corpus", file=sys.stderr)
+    if corpus is not None and not_a_corpus("recipe.py", corpus):
         return 2
     base, variants = SETS[args.set]
     unknown = [n for n in args.only or [] if n not in variants]

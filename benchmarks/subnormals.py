@@ -15,7 +15,6 @@ it) and a Markdown table on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_setup import write_result
+from quality_setup import not_a_corpus, write_result
+from unrolled.charlm.plot import read_metrics
 
 
 def one_run(corpus: Path, cell: str, mode: str, steps: int, folder: Path) -> dict:
@@ -36,8 +36,7 @@ def one_run(corpus: Path, cell: str, mode: str, steps: int, folder: Path) -> dic
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"subnormals.py: unrolled train failed: {out.stderr.strip()[-500:]}")
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r.get("split") == "train" and "chars_per_sec" in r]
+    train = [r for r in read_metrics(run) if r.get("split") == "train" and "chars_per_sec" in r]
     late = [r["chars_per_sec"] for r in train if r["step"] > 50] or [r["chars_per_sec"] for r in train]
     return {"chars_per_sec": statistics.median(late), "last_loss": train[-1]["loss"]}
 
@@ -52,8 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
     corpus = Path(args.corpus)
-    if not corpus.is_file():
-        print(f"subnormals.py: {corpus} is not a file; give a UTF-8 text corpus", file=sys.stderr)
+    if not_a_corpus("subnormals.py", corpus):
         return 2
     if args.steps <= 60:
         print("subnormals.py: --steps must be above 60 (the first 50 updates are not timed)", file=sys.stderr)

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from quality_setup import not_a_corpus
+
 SETTINGS = dict(n_layer=4, n_head=4, n_embd=128, block=64, batch=12, lr=1e-3, min_lr=1e-4,
                 betas=(0.9, 0.99), weight_decay=0.1, warmup=100, clip=1.0)
 
@@ -136,8 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="also write the result as JSON to this file")
     args = ap.parse_args(argv)
     path = Path(args.corpus)
-    if not path.is_file():
-        print(f"transformer.py: {path} is not a file; give a UTF-8 text corpus", file=sys.stderr)
+    if not_a_corpus("transformer.py", path):
         return 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
