@@ -75,7 +75,7 @@ inline int64_t grain_units() {
 // subnormal takes about a hundred times as long, and saturated gates make them (1 - f = 1e-38
 // times a small gradient). The minLSTM's backward on Linux C made them in 1.6% of its outputs and
 // trained 3.3x slower than with them flushed (docs/performance.md). A value that small is zero to
-// every result above it. UNROLLED_NATIVE_SUBNORMALS=keep (read once per kernel call) keeps them,
+// every result above it. UNROLLED_NATIVE_SUBNORMALS=keep (read at each over_rows call) keeps them,
 // for benchmarks/subnormals.py; where there is no SSE control register the loops keep them too.
 inline bool flush_subnormals() {
   const char* text = std::getenv("UNROLLED_NATIVE_SUBNORMALS");
