@@ -74,7 +74,11 @@ DEMO = {
     "1 x 384": ["--hidden-size", "384"],
     "batch 16": ["--batch-size", "16"],
 }
-SETS = {"train": ([], TRAIN), "train-2x256": (TRAIN_2X256_BASE, TRAIN_2X256), "demo": (DEMO_BASE, DEMO)}
+# the scan-trained cells beside the LSTM at the size benchmarks/minimal_quality.py compares them
+# (its "lstm" is the same run as train-2x256's "defaults", so a DIR of that set can lend it)
+MINIMAL = {"lstm": [], "mingru": ["--cell", "mingru"], "minlstm": ["--cell", "minlstm"]}
+SETS = {"train": ([], TRAIN), "train-2x256": (TRAIN_2X256_BASE, TRAIN_2X256), "demo": (DEMO_BASE, DEMO),
+        "minimal": (TRAIN_2X256_BASE, MINIMAL)}
 
 EVAL_SHARE = 0.03  # of a run's wall-clock, its validation passes (every 500 updates, the whole split)
 
@@ -124,7 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("corpus", nargs="?", help="a UTF-8 text file (default: unrolled's default corpus)")
     ap.add_argument("--set", choices=list(SETS), default="train",
                     help="train: variants of `unrolled train`'s defaults; train-2x256: of the earlier defaults, "
-                         "a 2 x 256; demo: of `unrolled demo`'s settings")
+                         "a 2 x 256; demo: of `unrolled demo`'s settings; minimal: MinGRU and MinLSTM "
+                         "beside the LSTM, 2 x 256")
     ap.add_argument("--minutes", type=float, default=10.0, help="the budget the step counts stand for (default 10)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
     ap.add_argument("--rate-seconds", type=float, default=30.0, help="length of each rate measurement (default 30)")
