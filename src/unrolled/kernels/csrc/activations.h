@@ -75,8 +75,9 @@ inline int64_t grain_units() {
 // subnormal takes about a hundred times as long, and saturated gates make them (1 - f = 1e-38
 // times a small gradient). The minLSTM's backward on Linux C made them in 1.6% of its outputs and
 // trained 3.3x slower than with them flushed (docs/performance.md). A value that small is zero to
-// every result above it. UNROLLED_NATIVE_SUBNORMALS=keep (read at each over_rows call) keeps them,
-// for benchmarks/subnormals.py; where there is no SSE control register the loops keep them too.
+// every result above it. UNROLLED_NATIVE_SUBNORMALS=keep (read once per kernel call, with the
+// grain: `row_plan`) keeps them, for benchmarks/subnormals.py; where there is no SSE control
+// register the loops keep them too.
 inline bool flush_subnormals() {
   const char* text = std::getenv("UNROLLED_NATIVE_SUBNORMALS");
   return text == nullptr || std::strcmp(text, "keep") != 0;
@@ -107,12 +108,21 @@ NO_INLINE void run_rows(const F& f, int64_t b0, int64_t b1, bool flush) {
   f(b0, b1);
 }
 
+// How a kernel call runs its row loops, read from the environment once per call (not per step):
+// the grain and whether subnormals are flushed.
+struct RowPlan {
+  int64_t grain;
+  bool flush;
+};
+
+inline RowPlan row_plan() { return {grain_units(), flush_subnormals()}; }
+
 // f(b0, b1) over the rows [0, rows) of `units` hidden units each, in parallel tasks of at least
-// `grain` units.
+// `plan.grain` units.
 template <typename F>
-inline void over_rows(int64_t rows, int64_t units, int64_t grain, const F& f) {
-  const int64_t per_task = std::max<int64_t>(1, grain / std::max<int64_t>(1, units));
-  const bool flush = flush_subnormals();
+inline void over_rows(int64_t rows, int64_t units, const RowPlan& plan, const F& f) {
+  const int64_t per_task = std::max<int64_t>(1, plan.grain / std::max<int64_t>(1, units));
+  const bool flush = plan.flush;
   if (rows <= per_task || at::get_num_threads() == 1) {
     run_rows(f, int64_t(0), rows, flush);
     return;

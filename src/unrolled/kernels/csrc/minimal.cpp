@@ -144,7 +144,7 @@ at::Tensor minimal_forward(const at::Tensor& pre, const at::Tensor& h0, bool lst
     const scalar_t* p = pre.data_ptr<scalar_t>();
     const scalar_t* h = h0.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
-    over_rows(B, T * H, grain_units(), [&](int64_t b0, int64_t b1) {
+    over_rows(B, T * H, row_plan(), [&](int64_t b0, int64_t b1) {
       if (lstm) {
         forward_rows<scalar_t, true>(p, h, y, T, H, b0, b1);
       } else {
@@ -168,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor> minimal_backward(const at::Tensor& dy, const 
     const scalar_t *d = dy.data_ptr<scalar_t>(), *p = pre.data_ptr<scalar_t>();
     const scalar_t *h = h0.data_ptr<scalar_t>(), *y = out.data_ptr<scalar_t>();
     scalar_t *dp = dpre.data_ptr<scalar_t>(), *dh = dh0.data_ptr<scalar_t>();
-    over_rows(B, T * H, grain_units(), [&](int64_t b0, int64_t b1) {
+    over_rows(B, T * H, row_plan(), [&](int64_t b0, int64_t b1) {
       if (lstm) {
         backward_rows<scalar_t, true>(d, p, h, y, dp, dh, T, H, b0, b1);
       } else {

@@ -30,8 +30,8 @@ namespace {
 // y = tanh(x (+ z when ADD)), or relu, over B rows of H; y may be x or z.
 template <typename scalar_t, bool ADD>
 void rnn_activation(const scalar_t* x, const scalar_t* z, scalar_t* y, int64_t B, int64_t H, bool relu,
-                    int64_t grain) {
-  over_rows(B, H, grain, [&](int64_t b0, int64_t b1) {
+                    const RowPlan& plan) {
+  over_rows(B, H, plan, [&](int64_t b0, int64_t b1) {
     const int64_t k0 = b0 * H, k1 = b1 * H;
     if (relu) {
       VECTOR_LOOP
@@ -50,7 +50,8 @@ void rnn_activation(const scalar_t* x, const scalar_t* z, scalar_t* y, int64_t B
 at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_hh, bool relu,
                        const std::optional<at::Tensor>& packed) {
   check(a, "a");
-  const int64_t T = a.size(0), B = a.size(1), H = a.size(2), grain = grain_units();
+  const int64_t T = a.size(0), B = a.size(1), H = a.size(2);
+  const RowPlan plan = row_plan();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnn_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       at::Tensor p = a.select(0, t);
@@ -58,9 +59,9 @@ at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_h
       scalar_t* y = p.data_ptr<scalar_t>();  // a_t, then h_t
       const scalar_t* x = q.data_ptr<scalar_t>();  // x W^T (+ a_t when added)
       if (added) {
-        rnn_activation<scalar_t, false>(x, nullptr, y, B, H, relu, grain);
+        rnn_activation<scalar_t, false>(x, nullptr, y, B, H, relu, plan);
       } else {
-        rnn_activation<scalar_t, true>(x, y, y, B, H, relu, grain);
+        rnn_activation<scalar_t, true>(x, y, y, B, H, relu, plan);
       }
     }
   });
@@ -73,7 +74,8 @@ at::Tensor rnn_forward(at::Tensor a, const at::Tensor& h0, const at::Tensor& w_h
 void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, const at::Tensor& w_hh, bool relu,
                   const std::optional<at::Tensor>& packed_t, const std::optional<at::Tensor>& db) {
   check_rows(dy, "dy"), check(dP, "dP"), check(hs, "hs");
-  const int64_t T = dP.size(0), B = dP.size(1), H = dP.size(2), n = B * H, grain = grain_units();
+  const int64_t T = dP.size(0), B = dP.size(1), H = dP.size(2), n = B * H;
+  const RowPlan plan = row_plan();
   BiasSum bias(db);
   const at::Tensor w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(dP.scalar_type(), "rnn_backward", [&] {
@@ -84,7 +86,7 @@ void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, con
       const scalar_t* x = q.data_ptr<scalar_t>();
       scalar_t* d = p.data_ptr<scalar_t>();
       const scalar_t* h = hs.data_ptr<scalar_t>() + t * n;
-      over_rows(B, H, grain, [&](int64_t b0, int64_t b1) {
+      over_rows(B, H, plan, [&](int64_t b0, int64_t b1) {
         const int64_t k0 = b0 * H, k1 = b1 * H;
         if (relu) {
           VECTOR_LOOP
@@ -106,8 +108,8 @@ void rnn_backward(const at::Tensor& dy, at::Tensor dP, const at::Tensor& hs, con
 // h = o u.
 template <typename scalar_t, bool ADD = false>
 void lstm_cell(const scalar_t* p, const scalar_t* add, scalar_t* gates, const scalar_t* c_prev, scalar_t* c,
-               scalar_t* u, scalar_t* h, int64_t B, int64_t H, int64_t grain) {
-  over_rows(B, H, grain, [&](int64_t b0, int64_t b1) {
+               scalar_t* u, scalar_t* h, int64_t B, int64_t H, const RowPlan& plan) {
+  over_rows(B, H, plan, [&](int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     const scalar_t* pi = p + b * 4 * H;
     const scalar_t* ai = ADD ? add + b * 4 * H : pi;
@@ -137,7 +139,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     at::Tensor a, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& packed) {
   check(a, "a");
-  const int64_t T = a.size(0), B = a.size(1), H = w_hh.size(1), grain = grain_units();
+  const int64_t T = a.size(0), B = a.size(1), H = w_hh.size(1);
+  const RowPlan plan = row_plan();
   at::Tensor hs = at::empty({T + 1, B, H}, a.options()), cs = at::empty({T + 1, B, H}, a.options());
   at::Tensor us = at::empty({T, B, H}, a.options()), gates = a;
   hs.select(0, 0).copy_(h0), cs.select(0, 0).copy_(c0);
@@ -151,9 +154,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
       scalar_t* u = us.data_ptr<scalar_t>() + t * B * H;
       scalar_t* h = hs.data_ptr<scalar_t>() + (t + 1) * B * H;
       if (added) {
-        lstm_cell<scalar_t, false>(gp, nullptr, gp, c_prev, c, u, h, B, H, grain);
+        lstm_cell<scalar_t, false>(gp, nullptr, gp, c_prev, c, u, h, B, H, plan);
       } else {
-        lstm_cell<scalar_t, true>(p.data_ptr<scalar_t>(), gp, gp, c_prev, c, u, h, B, H, grain);
+        lstm_cell<scalar_t, true>(p.data_ptr<scalar_t>(), gp, gp, c_prev, c, u, h, B, H, plan);
       }
     }
   });
@@ -169,7 +172,8 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
                    at::Tensor dP, const std::optional<at::Tensor>& db) {
   BiasSum bias(db);
   check_rows(dy, "dy"), check(dc, "dc"), check(cs, "cs"), check(us, "us"), check(gates, "gates"), check(dP, "dP");
-  const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2), grain = grain_units();
+  const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
+  const RowPlan plan = row_plan();
   at::Tensor dh = at::empty({B, H}, dy.options());
   const at::Tensor w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "lstm_backward", [&] {
@@ -190,7 +194,7 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
       const scalar_t* u = us.data_ptr<scalar_t>() + t * B * H;
       scalar_t* d = dP.data_ptr<scalar_t>() + t * B * 4 * H;
       const bool carry = t < T - 1;
-      over_rows(B, H, grain, [&](int64_t b0, int64_t b1) {
+      over_rows(B, H, plan, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = b * H, q = b * 4 * H;
         VECTOR_LOOP
@@ -220,8 +224,8 @@ void lstm_backward(const at::Tensor& dy, at::Tensor dc, const at::Tensor& w_hh, 
 // bias (3H): added to rec (b_hh when the product did not add it, else zeros). gates may be x.
 template <typename scalar_t>
 void gru_cell(const scalar_t* x, const scalar_t* rec, const scalar_t* bias, const scalar_t* h_prev,
-              scalar_t* gates, scalar_t* recn, scalar_t* h, int64_t B, int64_t H, int64_t grain) {
-  over_rows(B, H, grain, [&](int64_t b0, int64_t b1) {
+              scalar_t* gates, scalar_t* recn, scalar_t* h, int64_t B, int64_t H, const RowPlan& plan) {
+  over_rows(B, H, plan, [&](int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t q = b * 3 * H, s = b * H;
     VECTOR_LOOP
@@ -244,7 +248,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_forward(
     at::Tensor a, const at::Tensor& h0, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& packed) {
   check(a, "a");
-  const int64_t T = a.size(0), B = a.size(1), H = w_hh.size(1), grain = grain_units();
+  const int64_t T = a.size(0), B = a.size(1), H = w_hh.size(1);
+  const RowPlan plan = row_plan();
   at::Tensor hs = at::empty({T + 1, B, H}, a.options()), rec = at::empty({T, B, H}, a.options());
   at::Tensor R = at::empty({B, 3 * H}, a.options());
   const at::Tensor zeros = at::zeros({3 * H}, a.options());
@@ -260,7 +265,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_forward(
       scalar_t* at_ = a.data_ptr<scalar_t>() + t * B * 3 * H;
       gru_cell<scalar_t>(at_, Rt.data_ptr<scalar_t>(), cell_bias, hs.data_ptr<scalar_t>() + t * B * H, at_,
                          rec.data_ptr<scalar_t>() + t * B * H, hs.data_ptr<scalar_t>() + (t + 1) * B * H, B, H,
-                         grain);
+                         plan);
     }
   });
   return {hs, rec, a};
@@ -278,7 +283,8 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
   BiasSum bias_ih(db_ih), bias_hh(db_hh);
   check_rows(dy, "dy"), check(hs, "hs"), check(rec, "rec"), check(gates, "gates"), check(dA, "dA"), check(dR, "dR");
   check(dh, "dh");
-  const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2), grain = grain_units();
+  const int64_t T = dy.size(0), B = dy.size(1), H = dy.size(2);
+  const RowPlan plan = row_plan();
   const at::Tensor w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "gru_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -290,7 +296,7 @@ void gru_backward(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor
       scalar_t* dhp = dh.data_ptr<scalar_t>();  // dh_t, then dy_{t-1} + z dh_t, in place
       scalar_t* dr = dR.data_ptr<scalar_t>() + t * B * 3 * H;
       scalar_t* da = dA.data_ptr<scalar_t>() + t * B * 3 * H;
-      over_rows(B, H, grain, [&](int64_t b0, int64_t b1) {
+      over_rows(B, H, plan, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t q = b * 3 * H, s = b * H;
         VECTOR_LOOP
@@ -320,7 +326,7 @@ void lstm_step(at::Tensor pre, at::Tensor c, at::Tensor h) {
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "lstm_step", [&] {
     scalar_t* cp = c.data_ptr<scalar_t>();
     scalar_t* p = pre.data_ptr<scalar_t>();
-    lstm_cell<scalar_t>(p, nullptr, p, cp, cp, nullptr, h.data_ptr<scalar_t>(), c.size(0), c.size(1), grain_units());
+    lstm_cell<scalar_t>(p, nullptr, p, cp, cp, nullptr, h.data_ptr<scalar_t>(), c.size(0), c.size(1), row_plan());
   });
 }
 
@@ -331,7 +337,7 @@ void gru_step(const at::Tensor& x, const at::Tensor& rec, at::Tensor h, at::Tens
     scalar_t* hp = h.data_ptr<scalar_t>();
     const at::Tensor zeros = at::zeros({x.size(1)}, x.options());
     gru_cell<scalar_t>(x.data_ptr<scalar_t>(), rec.data_ptr<scalar_t>(), zeros.data_ptr<scalar_t>(), hp,
-                       gates.data_ptr<scalar_t>(), nullptr, hp, h.size(0), h.size(1), grain_units());
+                       gates.data_ptr<scalar_t>(), nullptr, hp, h.size(0), h.size(1), row_plan());
   });
 }
 
