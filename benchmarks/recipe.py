@@ -10,7 +10,8 @@ CORPUS is given) and trains for the
 number of updates that variant makes in `--minutes` on one thread of this machine. Those rates
 are measured first, each variant for `--rate-seconds` on one thread, `--jobs` at a time with
 nothing else running (so as loaded as the runs of benchmarks/equal_time.py, two side by side), or
-read back from DIR/rates.json, so a rerun measures them once; a run's budget is its rate times
+read back from DIR/rates.json (each with the flags it was measured with: a variant whose flags
+changed is measured again), so a rerun measures them once; a run's budget is its rate times
 the minutes less the 3% its validation passes take (the 2 x 256's 10-minute run on Shakespeare:
 2,600 updates at 4.47 a second). The training runs, `--jobs` at a time and one thread
 each, then stop at that step count, not at a wall-clock time, so other jobs on the machine slow a
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -97,10 +99,10 @@ def train(corpus: Path | None, out: Path, flags: list[str], limit: list[str]) ->
 def rate(corpus: Path, out: Path, name: str, flags: list[str], seconds: float) -> float:
     """Updates per second of one variant on one thread, after its first logged steps."""
     run = out / "rates" / slug(name)
-    if not (run / "metrics.jsonl").is_file():
-        run.parent.mkdir(parents=True, exist_ok=True)
-        train(corpus, run, flags, ["--max-minutes", str(seconds / 60), "--eval-every", "1000000",
-                                   "--eval-max-chars", "20000"])
+    shutil.rmtree(run, ignore_errors=True)  # measured with other flags, or cut short
+    run.parent.mkdir(parents=True, exist_ok=True)
+    train(corpus, run, flags, ["--max-minutes", str(seconds / 60), "--eval-every", "1000000",
+                               "--eval-max-chars", "20000"])
     try:
         steps = [r for r in read_metrics(run) if r.get("split") == "train"]
     except UserError:
@@ -109,6 +111,14 @@ def rate(corpus: Path, out: Path, name: str, flags: list[str], seconds: float) -
         raise SystemExit(f"recipe.py: the rate run of {name!r} logged too few steps; see {run}.log")
     a, b = steps[1], steps[-1]
     return (b["step"] - a["step"]) / (b["time_s"] - a["time_s"])
+
+
+def known_rates(saved: dict, variants: dict) -> dict:
+    """The rates of DIR/rates.json ({name: {"flags": every flag it trained with, "updates_per_s": r}})
+    that still hold: an entry counts only for a variant of the same name and the same flags, so a
+    DIR reused with another --set or --seed measures again what changed."""
+    return {name: e["updates_per_s"] for name, e in saved.items()
+            if isinstance(e, dict) and name in variants and e.get("flags") == variants[name]}
 
 
 def result_of(run: Path) -> dict | None:
@@ -152,7 +162,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(VARIANTS)
     rates_file = out / "rates.json"
-    rates = json.loads(rates_file.read_text()) if rates_file.is_file() else {}
+    saved = json.loads(rates_file.read_text()) if rates_file.is_file() else {}
+    rates = known_rates(saved, VARIANTS)
     todo = [name for name in names if name not in rates]
     if todo:
         print(f"recipe.py: measuring the update rates of {len(todo)} variants, {args.rate_seconds:.0f} s each, "
@@ -160,7 +171,8 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             got = pool.map(lambda name: rate(corpus, out, name, VARIANTS[name], args.rate_seconds), todo)
             rates.update(zip(todo, got))
-        rates_file.write_text(json.dumps(rates, indent=1) + "\n")
+        saved.update({name: {"flags": VARIANTS[name], "updates_per_s": rates[name]} for name in todo})
+        rates_file.write_text(json.dumps(saved, indent=1) + "\n")
     steps = {name: int(rates[name] * 60 * args.minutes * (1 - EVAL_SHARE)) for name in names}
 
     def one(name: str) -> None:

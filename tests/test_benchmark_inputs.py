@@ -152,6 +152,21 @@ def test_recipe_names_a_missing_corpus_and_an_unknown_variant(tmp_path):
         assert not (tmp_path / "runs").exists()
 
 
+def test_recipe_reuses_a_saved_rate_only_for_the_same_flags():
+    """A DIR's rates.json from one --set or --seed must not lend its rate to a variant of the same
+    name that trains with other flags (the "defaults" of `train` and `train-2x256` differ)."""
+    recipe = script("recipe")
+    base, variants = recipe.SETS["train"]
+    flags = {name: base + f for name, f in variants.items()}
+    old_base, old_variants = recipe.SETS["train-2x256"]
+    saved = {"defaults": {"flags": old_base + old_variants["defaults"], "updates_per_s": 4.5},
+             "batch 16": {"flags": flags["batch 16"], "updates_per_s": 5.4},
+             "window 64": 6.1,  # written before the flags were kept: measured again
+             "gone": {"flags": [], "updates_per_s": 1.0}}
+    assert recipe.known_rates(saved, flags) == {"batch 16": 5.4}
+    assert recipe.known_rates(saved, {n: old_base + f for n, f in old_variants.items()}) == {"defaults": 4.5}
+
+
 def test_subnormals_names_a_missing_corpus_and_too_few_steps(tmp_path, capsys):
     bench = script("subnormals")
     assert bench.main([str(tmp_path / "none.txt")]) == 2
