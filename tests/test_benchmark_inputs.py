@@ -175,3 +175,25 @@ def test_subnormals_names_a_missing_corpus_and_too_few_steps(tmp_path, capsys):
     corpus.write_text("abc\n" * 100, encoding="utf-8")
     assert bench.main([str(corpus), "--steps", "40"]) == 2
     assert "--steps must be above 60" in capsys.readouterr().err
+
+
+def test_big_machine_fits_its_thread_counts_to_the_cores():
+    bm = script("big_machine")
+    assert bm.thread_counts([4, 8, 16], 16) == [4, 8, 16]
+    assert bm.thread_counts([4, 8, 16], 6) == [4]
+    assert bm.thread_counts([4, 8, 16], 2) == [2]  # a small machine measures its own count
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the machine without a GPU")
+def test_big_machine_without_a_gpu_skips_the_cuda_parts_and_says_so(tmp_path):
+    r = subprocess.run([sys.executable, str(BENCH / "big_machine.py"), "--out", str(tmp_path / "bm"),
+                        "--parts", "cuda", "minimal-cuda"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cuda: skipped: this torch sees no CUDA device" in r.stderr
+    result = json.loads((tmp_path / "bm" / "result.json").read_text())
+    assert set(result["parts"]) == {"cuda", "minimal-cuda"}
+    assert all("skipped" in p for p in result["parts"].values())
+    assert "## minimal-cuda" in (tmp_path / "bm" / "summary.md").read_text()
+    r = subprocess.run([sys.executable, str(BENCH / "big_machine.py"), "--out", str(tmp_path / "no" / "bm")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
