@@ -101,6 +101,7 @@ def shown(cmd: list[str]) -> str:
 
 def summary(result: dict) -> str:
     """The Markdown report: the machine, then each part's tables (or why it has none)."""
+    import minimal
     from unrolled import bench
 
     m = result["machine"]
@@ -119,21 +120,10 @@ def summary(result: dict) -> str:
         if "error" in part:
             lines += [f"No result: {part['error']}.", ""]
         elif name.startswith("minimal"):
-            lines += [minimal_table(part["result"]), ""]
+            lines += [minimal.table(part["result"]), ""]
         else:
             lines += [bench.table(part["result"]), ""]
     return "\n".join(lines) + "\n"
-
-
-def minimal_table(result: dict) -> str:
-    """benchmarks/minimal.py's JSON -> its table: chars/s of each contender, and against the LSTM."""
-    names = list(result["rows"][0]["chars_per_s"]) if result["rows"] else []
-    rows = ["| H x L, batch, seq | " + " | ".join(f"{n} chars/s (x LSTM)" for n in names) + " |",
-            "| --- |" + " ---: |" * len(names)]
-    for r in result["rows"]:
-        cells = [f"{r['chars_per_s'][n]:,.0f}" + (f" ({r['vs_lstm'][n]:.2f}x)" if r["vs_lstm"] else "") for n in names]
-        rows.append(f"| {r['hidden']}x{r['layers']}, {r['batch']}, {r['seq']} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
 
 
 def main(argv=None) -> int:
@@ -146,13 +136,13 @@ def main(argv=None) -> int:
                     help="seconds for the whole run: a part is not started once less than --part-limit is left, "
                          "and none runs past it (default 480)")
     args = ap.parse_args(argv)
+    from unrolled.bench.settings import thread_list
+    from unrolled.errors import UserError
+
     try:
-        asked = [int(t) for t in args.threads.split(",")]
-        if any(t < 1 for t in asked):
-            raise ValueError
-    except ValueError:
-        print(f"big_machine.py: --threads takes positive integers separated by commas (4,8,16), got {args.threads!r}",
-              file=sys.stderr)
+        asked = list(thread_list(args.threads))
+    except UserError as e:
+        print(f"big_machine.py: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     if not out.parent.is_dir():

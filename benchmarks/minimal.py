@@ -89,6 +89,19 @@ def parse_shapes(text: str) -> list[tuple[int, int, int, int]]:
     return shapes
 
 
+def table(result: dict) -> str:
+    """The Markdown table of a result: each contender's chars/s and its speed against the LSTM."""
+    names = list(result["rows"][0]["chars_per_s"]) if result["rows"] else []
+    lines = ["| H x L, batch, seq | " + " | ".join(f"{n} chars/s" for n in names) + " | "
+             + " | ".join(f"{n} / lstm" for n in names if n != "lstm") + " |",
+             "| --- |" + " ---: |" * (2 * len(names) - ("lstm" in names))]
+    for r in result["rows"]:
+        cells = [f"{r['chars_per_s'][n]:,.0f}" for n in names]
+        ratios = [f"{r['vs_lstm'][n]:.2f}x" if r["vs_lstm"] else "" for n in names if n != "lstm"]
+        lines.append(f"| {r['hidden']}x{r['layers']}, {r['batch']}, {r['seq']} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default=SHAPES, help=f"HxLxBxT, comma-separated (default {SHAPES})")
@@ -113,14 +126,7 @@ def main(argv=None) -> dict:
     for shape in shapes:
         result["rows"].append(bench_shape(shape, names, vocab, tokens, device, args.repeats, args.target_s))
     print(json.dumps(result, indent=1))
-    print("\n| H x L, batch, seq | " + " | ".join(f"{n} chars/s" for n in names) + " | "
-          + " | ".join(f"{n} / lstm" for n in names if n != "lstm") + " |", file=sys.stderr)
-    print("| --- |" + " ---: |" * (2 * len(names) - ("lstm" in names)), file=sys.stderr)
-    for r in result["rows"]:
-        cells = [f"{r['chars_per_s'][n]:,.0f}" for n in names]
-        ratios = [f"{r['vs_lstm'][n]:.2f}x" if r["vs_lstm"] else "" for n in names if n != "lstm"]
-        print(f"| {r['hidden']}x{r['layers']}, {r['batch']}, {r['seq']} | " + " | ".join(cells + ratios) + " |",
-              file=sys.stderr)
+    print("\n" + table(result), file=sys.stderr)
     return result
 
 
