@@ -7,7 +7,7 @@ Starts two processes at once, one CPU thread each (a 2-core machine runs one per
 does with no other flag) and `python benchmarks/transformer.py CORPUS --minutes M --threads 1`.
 Both cut the file the same way (80% train, 10% validation, 10% test, by position) and are scored
 on its test split after training: unrolled by its own end-of-run test pass (the best checkpoint
-by validation, 16 streams with the state carried), the Transformer with at least half a block of
+by validation, the batch's 32 streams with the state carried), the Transformer with at least half a block of
 context per character. Prints one JSON object (and writes DIR/equal_time.json): each contender's
 updates, characters read and test bits/char.
 """

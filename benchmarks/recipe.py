@@ -17,7 +17,7 @@ the minutes less the 3% its validation passes take (the 2 x 256's 10-minute run 
 each, then stop at that step count, not at a wall-clock time, so other jobs on the machine slow a
 run down but do not change its result (the cosine schedule follows the same steps it would have
 in the minutes). Each is scored by the trainer's own end-of-run pass on the test split (best
-checkpoint by validation, 16 streams, state carried).
+checkpoint by validation, the batch's 32 streams, state carried; the worst stream beside it).
 A run already finished in DIR is read back, not trained again.
 
 Prints one JSON object (and writes DIR/recipe.json) and a Markdown table on stderr.
@@ -130,7 +130,7 @@ def result_of(run: Path) -> dict | None:
     if not test:
         return None
     return {"test_bpc": test[-1]["bpc"], "best_val_bpc": min(r["bpc"] for r in val) if val else None,
-            "steps": test[-1]["step"]}
+            "steps": test[-1]["step"], "worst_stream_bpc": test[-1].get("worst_stream_bpc")}
 
 
 def main(argv=None) -> int:

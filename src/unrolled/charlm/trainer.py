@@ -44,7 +44,7 @@ from unrolled.charlm.state import (DataRecord, LoopState, Metrics, RunRecord, Sc
                                    optimizer_to_flat, restore_rng, rng_to_tensors, state_to_tensors)
 from unrolled.charlm.config import Config
 from unrolled.errors import UserError
-from unrolled.charlm.evaluate import evaluate_tokens, summarize
+from unrolled.charlm.evaluate import evaluate_tokens, runaway_warning, streams_report, summarize
 from unrolled.charlm.model import CharLM
 
 LN2 = math.log(2)
@@ -356,14 +356,25 @@ class Trainer:
         self.say(f"scoring {best.name}/ on the test split ({len(self.data.test):,} characters)...")
         tested = load(best, device=self.device)
         seq_len = max(self.config.train.seq_len, 256)
-        scored = self.interrupt.score(partial(evaluate_tokens, tested, self.data.test, self.val_batch, seq_len))
+        streams: list = []
+        scored = self.interrupt.score(partial(evaluate_tokens, tested, self.data.test, self.val_batch, seq_len,
+                                              per_stream=streams))
         if scored is None:
             return {}
         result = {f"test_{k}": v for k, v in summarize(*scored).items()}
         result["test_bpc"] = result.pop("test_bits_per_char")
+        report = streams_report(streams, self.data.test)
+        result["test_median_stream_bpc"] = report["median_stream_bits_per_char"]
+        result["test_worst_stream_bpc"] = max(s["bits_per_char"] for s in report["streams"])
+        result["test_runaway_streams"] = len(report["runaway_streams"])
+        warning = runaway_warning(report, "the test split")
+        if warning:  # said even when quiet: the test figure is not what it seems
+            print(f"unrolled: note: {warning}", file=sys.stderr)
         self.log({"step": self.loop.step, "epoch": self.loop.epoch, "split": "test",
                   "loss": result["test_nats_per_char"], "bpc": result["test_bpc"], "checkpoint": best.name,
-                  "time_s": self.loop.elapsed_s})
+                  "time_s": self.loop.elapsed_s, "median_stream_bpc": result["test_median_stream_bpc"],
+                  "worst_stream_bpc": result["test_worst_stream_bpc"],
+                  "runaway_streams": result["test_runaway_streams"]})
         return result
 
     def _close(self) -> None:

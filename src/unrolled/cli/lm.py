@@ -20,7 +20,7 @@ from unrolled.charlm import dynamic
 from unrolled.charlm.clamp import parse_clamp
 from unrolled.charlm.demo import demo
 from unrolled.charlm.device import pick_device
-from unrolled.charlm.evaluate import evaluate
+from unrolled.charlm.evaluate import evaluate, runaway_warning
 from unrolled.charlm.plot import plot
 from unrolled.charlm.run import describe, load
 from unrolled.charlm.sample import check_options, sample
@@ -180,6 +180,9 @@ def add_eval(sub) -> None:
     p.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
                    help="score only this part of each file, cut by position with the checkpoint's "
                         "fractions as training cut its text (default: all of it)")
+    p.add_argument("--streams", action="store_true",
+                   help="also print each stream's bits/char (a stream that runs away, scoring worse than "
+                        "the text's character frequencies and twice the median stream, is said anyway)")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic evaluation (Krause et al. 2018): learn from each segment after scoring "
                         "it; also prints the same reading without it")
@@ -202,6 +205,8 @@ def run_eval(args) -> int:
             raise UserError(f"{flag} must be a positive integer, got {value}")
     if args.dynamic:
         dynamic.check_dynamic(args.dynamic_segment, args.dynamic_lr, args.dynamic_decay)
+        if args.streams:
+            raise UserError("--streams reports the plain reading of each stream; give it without --dynamic")
     threads.use(args.threads)
     model = load(args.checkpoint, device=pick_device(args.device))
     rows = []
@@ -217,6 +222,9 @@ def run_eval(args) -> int:
         else:
             r = evaluate(model, text, batch_size=args.batch_size, seq_len=args.seq_len, unknown=args.unknown,
                          what=what)
+            warning = runaway_warning(r, what)
+            if warning:
+                print(f"unrolled: note: {warning}; see each stream with --streams", file=sys.stderr)
         rows.append({"file": str(f), "split": args.split, **r})
     if len(rows) > 1:  # the files together: nats per character weighted by each file's characters
         chars = sum(r["chars"] for r in rows)
@@ -233,7 +241,22 @@ def run_eval(args) -> int:
         extra = (f"  {r['static_bits_per_char']:>9.4f}  {r['gain_bits_per_char']:>7.4f}"
                  if "gain_bits_per_char" in r else "")
         print(f"{r['file']:<{width}}  {r['chars']:>10,}  {r['bits_per_char']:>9.4f}  {r['perplexity']:>10.3f}{extra}")
+    if args.streams:
+        for r in rows:
+            if "streams" in r:
+                _print_streams(r)
     return 0
+
+
+def _print_streams(r: dict) -> None:
+    """Each stream of one file's reading: where it starts, its characters and bits/char."""
+    print(f"\n{r['file']}: {len(r['streams'])} streams, median {r['median_stream_bits_per_char']:.4f} bits/char, "
+          f"the text's character frequencies {r['unigram_bits_per_char']:.4f}")
+    runaway = {s["stream"] for s in r["runaway_streams"]}
+    print(f"{'stream':>6}  {'from char':>10}  {'chars':>10}  {'bits/char':>9}")
+    for s in r["streams"]:
+        mark = "  runs away" if s["stream"] in runaway else ""
+        print(f"{s['stream'] + 1:>6}  {s['start']:>10,}  {s['chars']:>10,}  {s['bits_per_char']:>9.4f}{mark}")
 
 
 def _part(model, text, split: str, path) -> tuple:
