@@ -124,10 +124,22 @@ def runaway_warning(report: dict, what: str) -> str | None:
     if len(bad) == 1:
         return (f"{where} one of the {n} streams {what} is read in, scores {worst['bits_per_char']:.2f} bits/char "
                 f"against {median:.2f} for the median stream and {unigram:.2f} for the text's own character "
-                "frequencies: the model's state runs away there, and the mean includes it")
+                "frequencies: the model is lost there (a carried state can fall into one it never leaves), and the "
+                "mean includes it")
     return (f"{len(bad)} of the {n} streams {what} is read in score worse than both {unigram:.2f} bits/char (the "
             f"text's own character frequencies) and {RUNAWAY:g} times the median stream's {median:.2f}; the worst, "
-            f"{where} scores {worst['bits_per_char']:.2f}: the model's state runs away there, and the mean includes them")
+            f"{where} scores {worst['bits_per_char']:.2f}: the model is lost there (a carried state can fall into "
+            "one it never leaves), and the mean includes them")
+
+
+def stream_figures(streams: list[Stream], tokens, what: str) -> tuple[dict, str | None]:
+    """The median and worst stream's bits/char and how many streams ran away ({"median_stream_bpc",
+    "worst_stream_bpc", "runaway_streams"}), and `runaway_warning`'s sentence (None when none did)."""
+    report = streams_report(streams, tokens)
+    figures = {"median_stream_bpc": report["median_stream_bits_per_char"],
+               "worst_stream_bpc": max(r["bits_per_char"] for r in report["streams"]),
+               "runaway_streams": len(report["runaway_streams"])}
+    return figures, runaway_warning(report, what)
 
 
 def summarize(nats: float, count: int) -> dict:

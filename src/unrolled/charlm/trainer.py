@@ -32,9 +32,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from unrolled.charlm import distributed as ddp
 from unrolled import store
-from unrolled.charlm import tbptt
+from unrolled.charlm import distributed as ddp, tbptt
 from unrolled.charlm.device import check_fits_in_memory, pick_device
 from unrolled.charlm.interrupt import Interrupt
 from unrolled.charlm.optim import clip_gradients, learning_rate, progress
@@ -44,7 +43,7 @@ from unrolled.charlm.state import (DataRecord, LoopState, Metrics, RunRecord, Sc
                                    optimizer_to_flat, restore_rng, rng_to_tensors, state_to_tensors)
 from unrolled.charlm.config import Config
 from unrolled.errors import UserError
-from unrolled.charlm.evaluate import evaluate_tokens, runaway_warning, streams_report, summarize
+from unrolled.charlm.evaluate import evaluate_tokens, stream_figures, summarize
 from unrolled.charlm.model import CharLM
 
 LN2 = math.log(2)
@@ -354,27 +353,18 @@ class Trainer:
         """test_bpc and the rest of the test split's numbers, of best/ (or last/ without one)."""
         best = self.run_dir / ("best" if (self.run_dir / "best").exists() else "last")
         self.say(f"scoring {best.name}/ on the test split ({len(self.data.test):,} characters)...")
-        tested = load(best, device=self.device)
-        seq_len = max(self.config.train.seq_len, 256)
-        streams: list = []
-        scored = self.interrupt.score(partial(evaluate_tokens, tested, self.data.test, self.val_batch, seq_len,
-                                              per_stream=streams))
+        streams: list = []  # one per stream of the pass, for the report beside the mean
+        scored = self.interrupt.score(partial(evaluate_tokens, load(best, device=self.device), self.data.test,
+                                              self.val_batch, max(self.config.train.seq_len, 256), per_stream=streams))
         if scored is None:
             return {}
-        result = {f"test_{k}": v for k, v in summarize(*scored).items()}
-        result["test_bpc"] = result.pop("test_bits_per_char")
-        report = streams_report(streams, self.data.test)
-        result["test_median_stream_bpc"] = report["median_stream_bits_per_char"]
-        result["test_worst_stream_bpc"] = max(s["bits_per_char"] for s in report["streams"])
-        result["test_runaway_streams"] = len(report["runaway_streams"])
-        warning = runaway_warning(report, "the test split")
+        figures, warning = stream_figures(streams, self.data.test, "the test split")
+        result = {("test_bpc" if k == "bits_per_char" else f"test_{k}"): v
+                  for k, v in {**summarize(*scored), **figures}.items()}
         if warning:  # said even when quiet: the test figure is not what it seems
             print(f"unrolled: note: {warning}", file=sys.stderr)
-        self.log({"step": self.loop.step, "epoch": self.loop.epoch, "split": "test",
-                  "loss": result["test_nats_per_char"], "bpc": result["test_bpc"], "checkpoint": best.name,
-                  "time_s": self.loop.elapsed_s, "median_stream_bpc": result["test_median_stream_bpc"],
-                  "worst_stream_bpc": result["test_worst_stream_bpc"],
-                  "runaway_streams": result["test_runaway_streams"]})
+        self.log({"step": self.loop.step, "epoch": self.loop.epoch, "split": "test", "loss": result["test_nats_per_char"],
+                  "bpc": result["test_bpc"], "checkpoint": best.name, "time_s": self.loop.elapsed_s, **figures})
         return result
 
     def _close(self) -> None:
