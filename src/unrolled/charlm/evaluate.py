@@ -137,7 +137,7 @@ def stream_figures(streams: list[Stream], tokens, what: str) -> tuple[dict, str 
     "worst_stream_bpc", "runaway_streams"}), and `runaway_warning`'s sentence (None when none did)."""
     report = streams_report(streams, tokens)
     figures = {"median_stream_bpc": report["median_stream_bits_per_char"],
-               "worst_stream_bpc": max(r["bits_per_char"] for r in report["streams"]),
+               "worst_stream_bpc": max((r["bits_per_char"] for r in report["streams"]), default=float("nan")),
                "runaway_streams": len(report["runaway_streams"])}
     return figures, runaway_warning(report, what)
 
